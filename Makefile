@@ -1,0 +1,48 @@
+# eald — two commands on a fresh machine:  make demo   and   make test
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+DEMO    := data/demo
+# Two cores: keep BLAS/torch from oversubscribing them when tests run subprocesses.
+export OMP_NUM_THREADS ?= 2
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+export HYDRA_FULL_ERROR ?= 0
+
+.PHONY: setup demo test bench lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null \
+	      || echo "warning: espeak-ng could not be installed; the demo uses a synthetic voice"; \
+	  else echo "note: espeak-ng missing (not root); the demo uses a synthetic voice"; fi; }
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+$(DEMO)/demo.json: $(STAMP)
+	.venv/bin/eald-demo-data $(DEMO)
+
+# The main job on the embedded defaults: no GPU, weights or network needed.
+demo: $(STAMP) $(DEMO)/demo.json
+	.venv/bin/eald-run dataset=demo dataset.root=$(DEMO)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(PY) -m eald.bench
+
+lint: $(STAMP)
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: $(STAMP)
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+clean:
+	rm -rf outputs multirun/*/ .cache data/demo

@@ -1,0 +1,195 @@
+"""Media access with PyAV: probing, frame-exact seeking, windowed audio decoding.
+
+Frames are addressed by index (frame i has presentation time i / fps after the stream's start).
+We seek to the keyframe before each wanted frame and decode forward, never the whole file, and
+verify each returned frame's timestamp maps to the index asked for, so a result is exact or an
+error, never a neighbouring frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class MediaError(RuntimeError):
+    """A per-video media problem (unreadable, truncated, variable frame rate, no audio)."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration_s: float
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+    has_audio: bool
+    average_fps: float
+    vfr: bool  # average rate disagrees with the nominal rate: frame-exact indexing is not possible
+
+
+def _rate(r: Fraction | None) -> float:
+    return float(r) if r else 0.0
+
+
+def probe(path: Path) -> MediaInfo:
+    """Container metadata without decoding. Raises MediaError naming the file."""
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise MediaError(f"{path}: no video stream")
+            vs = c.streams.video[0]
+            fps = _rate(vs.base_rate) or _rate(vs.guessed_rate) or _rate(vs.average_rate)
+            if fps <= 0:
+                raise MediaError(f"{path}: frame rate unknown")
+            if vs.duration is not None and vs.time_base is not None:
+                duration = float(vs.duration * vs.time_base)
+            elif c.duration is not None:
+                duration = c.duration / av.time_base
+            else:
+                raise MediaError(f"{path}: duration unknown")
+            n = vs.frames or int(round(duration * fps))
+            avg = _rate(vs.average_rate)
+            vfr = avg > 0 and abs(avg - fps) / fps > 0.005
+            has_audio = bool(c.streams.audio)
+            return MediaInfo(duration, fps, n, vs.width, vs.height, has_audio, avg, vfr)
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise MediaError(f"{path}: cannot open ({err})") from err
+
+
+def _frame_index(pts: int, start: int, tb: Fraction, fps: float) -> float:
+    return float((pts - start) * tb) * fps
+
+
+def read_frames(
+    path: Path,
+    indices: np.ndarray | list[int],
+    fps: float,
+    seek_gap: int | None = None,
+) -> np.ndarray:
+    """Decode exactly the frames `indices` (any order, repeats allowed) as uint8 RGB (n, H, W, 3).
+
+    Seeks to the keyframe before a wanted frame when it is more than `seek_gap` frames ahead
+    (default: one second), otherwise decodes forward. Non-reference frames far before a target
+    are skipped by the decoder (they cannot affect later frames); a frame found missing is retried
+    once without skipping before it is reported.
+    """
+    wanted = sorted({int(i) for i in indices})
+    if not wanted:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    gap = int(seek_gap if seek_gap is not None else max(1, round(fps)))
+    got: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as c:
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO"
+            _decode_into(c, vs, wanted, fps, gap, got, skip_nonref=True)
+            missing = [i for i in wanted if i not in got]
+            if missing:
+                _decode_into(c, vs, missing, fps, gap, got, skip_nonref=False)
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise MediaError(f"{path}: decoding failed ({err})") from err
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise MediaError(
+            f"{path}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be decoded "
+            "(file truncated?)"
+        )
+    return np.stack([got[int(i)] for i in indices])
+
+
+def _decode_into(c, vs, wanted, fps, gap, got, skip_nonref: bool) -> None:
+    tb = vs.time_base
+    start = vs.start_time or 0
+    state = {"target": wanted[0]}
+    frames = None  # a decode iterator, kept across nearby targets and replaced on each seek
+    pos: int | None = None  # index of the last decoded frame
+    for target in wanted:
+        if target in got:
+            continue
+        state["target"] = target
+        if frames is None or pos is None or target <= pos or target - pos > gap:
+            c.seek(start + int(target / fps / tb), stream=vs, backward=True, any_frame=False)
+            frames = _frames(c, vs, state, fps, tb, start, skip_nonref)
+            pos = None
+        for frame in frames:
+            fi = _frame_index(frame.pts, start, tb, fps)
+            idx = round(fi)
+            if abs(fi - idx) > 0.25:
+                raise MediaError(
+                    f"frame at {float((frame.pts - start) * tb):.4f} s is off the {fps:g} fps grid: "
+                    "variable frame rate; re-encode at a constant rate (ffmpeg -fps_mode cfr)"
+                )
+            pos = idx
+            if idx not in got and idx in wanted:
+                got[idx] = frame.to_ndarray(format="rgb24")
+            if idx >= target:
+                break
+        else:
+            frames, pos = None, None  # stream ended before the target: it stays missing
+
+
+def _frames(c, vs, state, fps, tb, start, skip_nonref):
+    """Decode forward from the current position. Far before the target, non-reference frames are
+    skipped: nothing depends on them, so the frames we keep are bit-identical."""
+    near = 8  # frames of margin: covers B-frame reordering around the target
+    cc = vs.codec_context
+    for packet in c.demux(vs):
+        if skip_nonref and packet.pts is not None:
+            far = _frame_index(packet.pts, start, tb, fps) < state["target"] - near
+            cc.skip_frame = "NONREF" if far else "DEFAULT"
+        yield from packet.decode()
+    cc.skip_frame = "DEFAULT"
+
+
+def read_audio(path: Path, start_s: float, end_s: float, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples of [start_s, end_s) at `sample_rate`, zero-padded at the end if the
+    track is shorter. Raises MediaError when the file has no audio stream."""
+    n_out = int(round((end_s - start_s) * sample_rate))
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                raise MediaError(f"{path}: no audio stream")
+            st = c.streams.audio[0]
+            tb = st.time_base
+            t_start = float((st.start_time or 0) * tb) if st.start_time is not None else 0.0
+            if start_s > 0.5:
+                c.seek(int((start_s - 0.5 + t_start) / tb), stream=st, backward=True)
+            res = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            chunks: list[np.ndarray] = []
+            t_first: float | None = None
+            have = 0
+            for frame in c.decode(st):
+                if t_first is None:
+                    t_first = (float(frame.pts * tb) - t_start) if frame.pts is not None else 0.0
+                for out in res.resample(frame):
+                    a = out.to_ndarray().reshape(-1)
+                    chunks.append(a)
+                    have += a.size
+                if t_first + have / sample_rate >= end_s:
+                    break
+            for out in res.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except MediaError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as err:
+        raise MediaError(f"{path}: audio decoding failed ({err})") from err
+    if t_first is None:
+        raise MediaError(f"{path}: audio stream has no decodable frames")
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    off = int(round((start_s - t_first) * sample_rate))
+    if off < 0:  # track starts after the window start: pad the front with silence
+        samples = np.concatenate([np.zeros(-off, np.float32), samples])
+        off = 0
+    out = samples[off : off + n_out]
+    if out.size < n_out:
+        out = np.concatenate([out, np.zeros(n_out - out.size, np.float32)])
+    return out.astype(np.float32, copy=False)

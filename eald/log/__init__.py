@@ -1,0 +1,66 @@
+"""Experiment loggers behind one small protocol (after torchtune's MetricLoggerInterface).
+
+`logger=none` logs nothing beyond the run directory; `logger=wandb` mirrors config, metrics and the
+per-video predictions into a wandb run (offline unless WANDB_MODE says otherwise).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from omegaconf import DictConfig
+
+# Keys whose values may hold credentials. `*_env` keys only name an environment variable.
+_SECRET = re.compile(r"(api_?key|secret|token|password|authorization)", re.I)
+
+
+class Logger(Protocol):
+    def log_config(self, config: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+class NoneLogger:
+    """logger=none: the run directory is the record."""
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_table(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
+def redact(obj: Any) -> Any:
+    """Copy of a plain config with credential-like values replaced by '<redacted>'."""
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            secret = _SECRET.search(str(k)) and not str(k).endswith("_env")
+            out[k] = "<redacted>" if secret and v not in (None, "") else redact(v)
+        return out
+    if isinstance(obj, list | tuple):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, group: str | None, job_name: str) -> Logger:
+    if cfg.logger.name == "none":
+        return NoneLogger()
+    if cfg.logger.name == "wandb":
+        from eald.log.wandb_logger import WandbLogger  # wandb is heavy: import only when chosen
+
+        return WandbLogger(cfg.logger, run_dir, group=cfg.logger.group or group, name=job_name)
+    raise ValueError(f"logger.name={cfg.logger.name!r}: expected none | wandb")

@@ -1,0 +1,109 @@
+"""The config tree: every group option composes; typos and out-of-range values fail at start-up
+naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from eald.config import ConfigError, register_configs, validate
+from eald.data.protocols import PART_TEST, PART_TRAIN
+from tests.conftest import REPO, run_cli
+
+CONF = REPO / "conf"
+register_configs()
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=False)
+
+
+GROUPS = ["dataset", "protocol", "modality", "sequence", "backbone", "judge", "baseline", "logger"]
+
+
+def test_all_design_groups_exist():
+    for g in [*GROUPS, "experiment", "hydra/launcher"]:
+        assert (CONF / g).is_dir(), g
+    assert _options("modality") == sorted(["v", "a", "n", "va", "vn", "an", "van"])
+    assert {"joblib", "submitit_slurm"} <= set(_options("hydra/launcher"))
+
+
+@pytest.mark.parametrize(
+    "group,option", [(g, o) for g in GROUPS for o in _options(g)], ids=lambda x: str(x)
+)
+def test_every_option_composes(group, option):
+    cfg = _compose(f"{group}={option}", "dataset.root=/x")
+    validate(cfg)
+    assert OmegaConf.select(cfg, f"{group}.name") == option
+
+
+@pytest.mark.parametrize("option", _options("experiment"))
+def test_every_experiment_composes(option):
+    validate(_compose(f"experiment={option}", "dataset.root=/x"))
+
+
+def test_hydra_launchers_compose():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for opt in ("joblib", "submitit_slurm"):
+            cfg = compose("config", overrides=[f"hydra/launcher={opt}"], return_hydra_config=True)
+            assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
+
+
+def test_modality_switches():
+    for opt in _options("modality"):
+        m = _compose(f"modality={opt}").modality
+        assert (m.video, m.audio, m.nfbl) == ("v" in opt, "a" in opt, "n" in opt)
+
+
+def test_part_protocol_is_the_papers():
+    p = _compose("protocol=part").protocol
+    assert [int(i) for i in p.train] == list(PART_TRAIN)
+    assert [int(i) for i in p.test] == list(PART_TEST)
+    assert (len(PART_TRAIN), len(PART_TEST)) == (72, 74)
+    assert not set(PART_TRAIN) & set(PART_TEST)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("sequence.fraction=0", "sequence.fraction"),
+        ("sequence.fraction=1.5", "sequence.fraction"),
+        ("sampling.num_frames=0", "sampling.num_frames"),
+        ("sampling.audio_clip_s=-1", "sampling.audio_clip_s"),
+        ("protocol.split=dev", "protocol.split"),
+        ("seed=-1", "seed"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(_compose(override))
+
+
+def test_unknown_key_and_bad_type_fail_at_compose():
+    with pytest.raises(ConfigCompositionException, match="fractoin"):
+        _compose("sequence.fractoin=0.5")
+    with pytest.raises(ConfigCompositionException, match="num_frames"):
+        _compose("sampling.num_frames=many")
+    with pytest.raises(ConfigCompositionException, match="task"):
+        _compose("task=train")
+
+
+def test_cli_reports_bad_value_without_traceback(tmp_path: Path):
+    r = run_cli("sequence.fraction=1.5", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "sequence.fraction=1.5" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_unbuilt_task_is_a_clear_error(tmp_path: Path):
+    r = run_cli("task=deid", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "task=deid is not available yet" in r.stderr
