@@ -28,7 +28,7 @@ $(DEMO)/demo.json: $(STAMP)
 
 # The main job on the embedded defaults: no GPU, weights or network needed.
 demo: $(STAMP) $(DEMO)/demo.json
-	.venv/bin/eald-run dataset=demo dataset.root=$(DEMO)
+	.venv/bin/eald-run backbone=tiny judge=offline dataset=demo dataset.root=$(DEMO)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -94,10 +94,87 @@ class LoggerConf:
 
 @dataclass
 class ComponentConf:
-    """Placeholder slot for groups whose components arrive with later tasks (backbone, judge,
-    baseline). `name: none` means the slot is empty."""
+    """An empty slot (`name: none`), e.g. `baseline=none` in a zero-shot run."""
 
     name: str = "none"
+
+
+@dataclass
+class PromptConf:
+    """What the MLLM is asked. Intros are only used for modalities that are on, so an absent
+    modality is never mentioned."""
+
+    question: str = MISSING
+    video_intro: str = MISSING  # {n} frames, {duration} s
+    audio_intro: str = MISSING  # {n} clips of {clip_s} s
+    nfbl_intro: str = MISSING  # {nfbl}
+
+
+@dataclass
+class TinyBackboneConf:
+    """backbone=tiny: a real, small multimodal model with random weights (its text is noise)."""
+
+    name: str = "tiny"
+    seed: int = 0
+    frame_size: int = 32
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    max_new_tokens: int = 48
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class OpenAIBackboneConf:
+    """backbone=openai: any OpenAI-compatible multimodal chat endpoint (vLLM, hosted APIs)."""
+
+    name: str = "openai"
+    base_url: str = MISSING
+    model: str = MISSING
+    api_key_env: str | None = None  # name of the env var holding the key; null: no key needed
+    max_frames: int = 8
+    detail: str = "low"  # image_url detail: low | high | auto
+    jpeg_quality: int = 85
+    send_audio: bool = True  # input_audio wav parts; off for servers without audio input
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = None
+    timeout_s: float = 300.0
+    max_retries: int = 3
+
+
+@dataclass
+class JudgePromptConf:
+    system: str = MISSING
+    user: str = MISSING  # {response} {nfbl_block}
+    nfbl_block: str = MISSING  # {nfbl}
+
+
+@dataclass
+class OpenAIJudgeConf:
+    name: str = "openai"
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-3.5-turbo-0125"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    concurrency: int = 8
+    max_retries: int = 6
+    timeout_s: float = 60.0
+    temperature: float = 0.0
+    max_tokens: int = 64
+    parse_retries: int = 2
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    seed: int | None = None
+    prompt: JudgePromptConf = field(default_factory=JudgePromptConf)
+
+
+@dataclass
+class OfflineJudgeConf:
+    """judge=offline: VADER lexicon polarity, NOT the paper's judge (for machines with no LLM)."""
+
+    name: str = "offline"
 
 
 @dataclass
@@ -112,9 +189,12 @@ class EaldConf:
     sampling: SamplingConf = field(default_factory=SamplingConf)
     nfbl_text: NfblTextConf = field(default_factory=NfblTextConf)
     cache: CacheConf = field(default_factory=CacheConf)
-    backbone: ComponentConf = field(default_factory=ComponentConf)
-    judge: ComponentConf = field(default_factory=ComponentConf)
-    baseline: ComponentConf = field(default_factory=ComponentConf)
+    prompt: PromptConf = field(default_factory=PromptConf)
+    # Polymorphic slots: each option's YAML pulls in its own schema (<name>_schema) in its
+    # defaults list, so keys are still checked per component.
+    backbone: Any = MISSING
+    judge: Any = MISSING
+    baseline: Any = MISSING
     logger: LoggerConf = field(default_factory=LoggerConf)
 
 
@@ -122,8 +202,19 @@ class ConfigError(ValueError):
     """A config value is out of range; the message names the key."""
 
 
+_SCHEMAS = {
+    "backbone": {"none": ComponentConf, "tiny": TinyBackboneConf, "openai": OpenAIBackboneConf},
+    "judge": {"none": ComponentConf, "openai": OpenAIJudgeConf, "offline": OfflineJudgeConf},
+    "baseline": {"none": ComponentConf},
+}
+
+
 def register_configs() -> None:
-    ConfigStore.instance().store(name="eald_schema", node=EaldConf)
+    cs = ConfigStore.instance()
+    cs.store(name="eald_schema", node=EaldConf)
+    for group, options in _SCHEMAS.items():
+        for name, node in options.items():
+            cs.store(group=group, name=f"{name}_schema", node=node)
 
 
 def _check(ok: bool, key: str, value: Any, why: str) -> None:

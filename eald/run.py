@@ -26,6 +26,8 @@ from eald.metrics import format_table
 from eald.tasks.common import EaldError, RunContext, TaskResult
 
 log = logging.getLogger("eald")
+for _noisy in ("httpx", "httpx2", "openai"):  # one INFO line per HTTP request otherwise
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 # conf/hydra/launcher/{joblib,submitit_slurm}.yaml are validated against the plugins' schemas of
 # the same name; that is what we want, so Hydra's deprecation notice about it is noise.
 warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
@@ -38,9 +40,13 @@ def _task(name: str) -> Callable[[DictConfig, RunContext], TaskResult]:
         from eald.tasks.check import run_check
 
         return run_check
+    if name == Task.zeroshot.value:
+        from eald.tasks.zeroshot import run_zeroshot
+
+        return run_zeroshot
     raise EaldError(
         f"task={name} is not available yet in this version of eald "
-        "(available: check). See the README's roadmap."
+        "(available: zeroshot, check). See the README's roadmap."
     )
 
 

@@ -20,6 +20,7 @@ def test_sweep_writes_one_run_dir_per_job_and_logs_to_wandb(demo_root: Path, tmp
     sweep = tmp_path / "multirun" / "my-sweep"
     r = run_cli(
         "-m",
+        "task=check",
         "modality=v,va",
         "logger=wandb",
         f"dataset.root={demo_root}",
@@ -59,6 +60,7 @@ def test_sweep_writes_one_run_dir_per_job_and_logs_to_wandb(demo_root: Path, tmp
 def test_wandb_run_is_finished_on_error(demo_root: Path, tmp_path: Path):
     run = tmp_path / "run"
     r = run_cli(
+        "task=check",
         "logger=wandb",
         f"dataset.root={demo_root}",
         "protocol.test=[0,99]",  # id 99 is absent: check fails

@@ -182,7 +182,7 @@ def test_bad_media_gives_per_video_status(tmp_path):
     )
     (root / "nfbl.csv").write_text("video_id,start_s,end_s,class_id\n0,0.1,0.5,N9\n")
     run_dir = tmp_path / "run"
-    r = run_cli(f"dataset.root={root}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    r = run_cli("task=check", f"dataset.root={root}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert r.returncode == 2
     rows = {
         json.loads(line)["video_id"]: json.loads(line)
@@ -195,6 +195,12 @@ def test_bad_media_gives_per_video_status(tmp_path):
     report = json.loads((run_dir / "check.json").read_text())
     assert len(report["problems"]) == 3
     # Without audio, the video without an audio track is fine.
-    r = run_cli(f"dataset.root={root}", "modality=vn", f"hydra.run.dir={tmp_path}/r2", cwd=tmp_path)
+    r = run_cli(
+        "task=check",
+        f"dataset.root={root}",
+        "modality=vn",
+        f"hydra.run.dir={tmp_path}/r2",
+        cwd=tmp_path,
+    )
     rows = [json.loads(x) for x in (tmp_path / "r2" / "predictions.jsonl").read_text().splitlines()]
     assert [x["status"] for x in rows] == ["ok", "ok", "media_error", "media_error"]

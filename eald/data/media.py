@@ -8,6 +8,7 @@ error, never a neighbouring frame.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +31,20 @@ class MediaInfo:
     has_audio: bool
     average_fps: float
     vfr: bool  # average rate disagrees with the nominal rate: frame-exact indexing is not possible
+
+
+def file_fingerprint(path: Path, edge: int = 1 << 20) -> str:
+    """sha256 of the size and the first and last MiB: cheap on 7-minute videos, and it changes
+    when a file is re-encoded or de-identified under the same name (a cache must notice)."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with path.open("rb") as fh:
+        h.update(fh.read(edge))
+        if size > edge:
+            fh.seek(max(edge, size - edge))
+            h.update(fh.read(edge))
+    return h.hexdigest()[:32]
 
 
 def _rate(r: Fraction | None) -> float:

@@ -113,6 +113,8 @@ class Sample:
     frames: np.ndarray | None = None  # (T, H, W, 3) uint8 RGB
     clip_spans: list[tuple[float, float]] | None = None
     fbank: torch.Tensor | None = None  # (clips, 1, mel_bins, target_length)
+    audio_clips: list[np.ndarray] | None = None  # raw mono waveforms at sampling.sample_rate
+    sample_rate: int = 16000
     nfbl: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -164,18 +166,21 @@ def sample_video(video: Video, cfg: Any) -> Sample:
             sample.notes.append(f"audio from {video.audio_path.name}")
         spans = clip_spans(window, s.audio_clip_s, s.audio_clips)
         wave = read_audio(src, window.start_s, window.end_s, s.sample_rate)
-        clips = []
+        waves, banks = [], []
         for a, _ in spans:
             lo = int((a - window.start_s) * s.sample_rate)
             hi = int((a - window.start_s + s.audio_clip_s) * s.sample_rate)
-            clips.append(
+            waves.append(wave[lo:hi])
+            banks.append(
                 imagebind_melspec(
                     wave[lo:hi], s.sample_rate, s.num_mel_bins, s.target_length,
                     s.fbank_mean, s.fbank_std,
                 )
             )  # fmt: skip
         sample.clip_spans = spans
-        sample.fbank = torch.stack(clips)
+        sample.audio_clips = waves
+        sample.sample_rate = s.sample_rate
+        sample.fbank = torch.stack(banks)
     if cfg.modality.nfbl:
         sample.nfbl = nfbl_text(video.events, window, cfg.nfbl_text)
     return sample

@@ -90,9 +90,11 @@ def iter_samples(
         yield row, sample
 
 
-def write_outputs(ctx: RunContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def write_outputs(
+    ctx: RunContext, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """predictions.jsonl + metrics.json (atomically), mirrored to the logger."""
-    metrics = compute_metrics(rows)
+    metrics = {**compute_metrics(rows), **(extra or {})}
     write_jsonl(ctx.run_dir / "predictions.jsonl", rows)
     write_json(ctx.run_dir / "metrics.json", metrics)
     ctx.logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})

@@ -1,0 +1,78 @@
+"""MLLM backbones (paper stage 2) behind one small protocol, chosen by the `backbone/` group.
+
+A backbone declares its preprocessing and turns sampled inputs into a description. Heavy code
+(transformers, HTTP clients) is imported only for the backbone that is chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from eald.data.sampling import Sample
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class BackboneError(RuntimeError):
+    """A backbone could not describe one video (the row records it; other videos go on)."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What a backbone does to the sampled inputs before its encoders see them."""
+
+    frame_size: int | None  # square side frames are resized to; None: sent as decoded
+    mean: tuple[float, float, float] | None  # per-channel normalisation of [0, 1] pixels
+    std: tuple[float, float, float] | None
+    max_frames: int | None  # most frames it accepts (None: any number)
+    max_audio_clips: int | None
+
+
+class Backbone(Protocol):
+    name: str
+    preprocess: Preprocess
+    deterministic: bool  # True when equal inputs give equal text (greedy / temperature 0)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes an answer: kind, weights fingerprint, generation parameters,
+        code version. Never credentials."""
+        ...
+
+    def describe(self, samples: Sequence[Sample], prompt: Any) -> list[str]: ...
+
+
+def prompt_parts(sample: Sample, prompt: Any) -> list[tuple[str, Any]]:
+    """The request as ordered parts: ("text", str), ("frames", ndarray), ("audio", [clips]).
+    Only modalities present in the sample appear, text intros included."""
+    parts: list[tuple[str, Any]] = []
+    dur = sample.window.duration_s
+    if sample.frames is not None:
+        parts.append(("text", prompt.video_intro.format(n=len(sample.frames), duration=dur)))
+        parts.append(("frames", sample.frames))
+    if sample.audio_clips is not None:
+        clip_s = len(sample.audio_clips[0]) / sample.sample_rate if sample.audio_clips else 0.0
+        n = len(sample.audio_clips)
+        parts.append(("text", prompt.audio_intro.format(n=n, clip_s=clip_s, duration=dur)))
+        parts.append(("audio", sample.audio_clips))
+    if sample.nfbl is not None:
+        parts.append(("text", prompt.nfbl_intro.format(nfbl=sample.nfbl)))
+    parts.append(("text", prompt.question))
+    return parts
+
+
+def build_backbone(conf: Any) -> Backbone:
+    name = conf.name
+    if name == "tiny":
+        from eald.mllm.tiny import TinyBackbone
+
+        return TinyBackbone(conf)
+    if name == "openai":
+        from eald.mllm.openai_backbone import OpenAIBackbone
+
+        return OpenAIBackbone(conf)
+    if name == "none":
+        raise ValueError("backbone=none: task=zeroshot needs a backbone (e.g. backbone=tiny)")
+    raise ValueError(f"backbone.name={name!r}: unknown backbone (tiny | openai)")

@@ -1,0 +1,130 @@
+"""backbone=openai: any OpenAI-compatible multimodal chat endpoint (vLLM serving Qwen2.5-Omni or
+similar, or a hosted API).
+
+Frames go as base64 JPEG `image_url` parts (at most `max_frames`, spread uniformly over the
+sampled ones, with `detail`), audio clips as base64 WAV `input_audio` parts (switch off with
+`send_audio=false` for servers without audio), NFBL and the question as text. The API key is read
+from the environment variable named by `api_key_env` and lives only inside the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import wave
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import openai
+from PIL import Image
+
+from eald.data.sampling import Sample
+from eald.mllm import BackboneError, Preprocess, prompt_parts
+
+VERSION = "openai-backbone-1"
+
+
+def _api_key(env: str | None, key: str) -> str:
+    if not env:
+        return "EMPTY"  # local servers (vLLM, llama.cpp, Ollama) accept any key
+    value = os.environ.get(env, "")
+    if not value:
+        raise ValueError(f"{key}={env!r}: environment variable {env} is not set or empty")
+    return value
+
+
+def jpeg_b64(frame: np.ndarray, quality: int) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def wav_b64(clip: np.ndarray, sample_rate: int) -> str:
+    pcm = (np.clip(clip, -1.0, 1.0) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class OpenAIBackbone:
+    name = "openai"
+
+    def __init__(self, conf: Any) -> None:
+        self.conf = conf
+        self._client = openai.OpenAI(
+            base_url=conf.base_url,
+            api_key=_api_key(conf.api_key_env, "backbone.api_key_env"),
+            timeout=conf.timeout_s,
+            max_retries=conf.max_retries,  # the client's own backoff on 429/5xx/timeouts
+        )
+        self.preprocess = Preprocess(None, None, None, None, None)
+        self.deterministic = conf.temperature == 0
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackbone(model={self.conf.model!r}, base_url={self.conf.base_url!r})"
+
+    def identity(self) -> dict[str, Any]:
+        c = self.conf
+        return {
+            "kind": "openai",
+            "version": VERSION,
+            "base_url": c.base_url,
+            "model": c.model,
+            "request": {"max_frames": c.max_frames, "detail": c.detail,
+                        "jpeg_quality": c.jpeg_quality, "send_audio": c.send_audio},
+            "generation": {"temperature": c.temperature, "max_tokens": c.max_tokens,
+                           "seed": c.seed},
+        }  # fmt: skip
+
+    def content(self, sample: Sample, prompt: Any) -> list[dict[str, Any]]:
+        """The user message's content parts for one video."""
+        c = self.conf
+        out: list[dict[str, Any]] = []
+        for kind, payload in prompt_parts(sample, prompt):
+            if kind == "text":
+                out.append({"type": "text", "text": payload})
+            elif kind == "frames":
+                n = len(payload)
+                pick = (np.arange(min(n, c.max_frames)) * n) // min(n, c.max_frames)
+                for i in pick:
+                    url = f"data:image/jpeg;base64,{jpeg_b64(payload[i], c.jpeg_quality)}"
+                    out.append({"type": "image_url", "image_url": {"url": url, "detail": c.detail}})
+            elif kind == "audio":
+                if not c.send_audio:
+                    out.pop()  # drop the audio intro too: the model receives no audio
+                    continue
+                for clip in payload:
+                    data = wav_b64(clip, sample.sample_rate)
+                    out.append(
+                        {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
+                    )
+        return out
+
+    def describe(self, samples: Sequence[Sample], prompt: Any) -> list[str]:
+        c = self.conf
+        texts = []
+        for sample in samples:
+            kwargs: dict[str, Any] = {"temperature": c.temperature, "max_tokens": c.max_tokens}
+            if c.seed is not None:
+                kwargs["seed"] = c.seed
+            try:
+                resp = self._client.chat.completions.create(
+                    model=c.model,
+                    messages=[{"role": "user", "content": self.content(sample, prompt)}],
+                    **kwargs,
+                )
+            except openai.APIError as err:
+                raise BackboneError(
+                    f"{c.base_url} ({c.model}): {type(err).__name__}: {err}"
+                ) from err
+            text = resp.choices[0].message.content if resp.choices else None
+            if not text:
+                raise BackboneError(f"{c.base_url} ({c.model}): empty response")
+            texts.append(text)
+        return texts

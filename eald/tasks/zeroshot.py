@@ -1,0 +1,188 @@
+"""task=zeroshot: the paper's EALD-MLLM method (Fig. 5, stages 2 and 3).
+
+sample -> describe (backbone) -> judge (LLM) -> metrics -> log. Both model stages are cached by
+content hash (eald.cache), each answer committed as soon as it exists: a rerun makes zero model
+calls, and a run killed mid-way resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from eald.cache import StageCache, cache_key
+from eald.data.dataset import Video
+from eald.data.media import MediaError, file_fingerprint
+from eald.data.sampling import Window, nfbl_text, sample_video, sequence_window
+from eald.judge import Judgement, JudgeRequest, build_judge
+from eald.mllm import BackboneError, build_backbone
+from eald.tasks.common import (
+    EaldError,
+    RunContext,
+    TaskResult,
+    base_row,
+    fail,
+    load_split,
+    write_outputs,
+)
+
+log = logging.getLogger("eald.zeroshot")
+DESCRIBE_VERSION = "describe-1"  # bump when sampling or prompting code changes answers
+JUDGE_VERSION = "judge-1"
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def describe_key(
+    cfg: DictConfig, video: Video, window: Window, nfbl: str | None, ident: dict
+) -> str:
+    """Everything that changes a description."""
+    return cache_key({
+        "stage": DESCRIBE_VERSION,
+        "video": video.id,
+        "media": file_fingerprint(video.path),
+        "audio": file_fingerprint(video.audio_path) if video.audio_path else None,
+        "window": window.as_dict(),
+        "modality": {k: bool(cfg.modality[k]) for k in ("video", "audio", "nfbl")},
+        "sampling": _plain(cfg.sampling),
+        "nfbl": nfbl,
+        "prompt": _plain(cfg.prompt),
+        "backbone": ident,
+    })  # fmt: skip
+
+
+def judge_key(request: JudgeRequest, ident: dict) -> str:
+    return cache_key({"stage": JUDGE_VERSION, "response": request.response,
+                      "nfbl": request.nfbl, "judge": ident})  # fmt: skip
+
+
+def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
+    t0 = time.perf_counter()
+    ds, ids, _missing = load_split(cfg)
+    try:  # the judge first: a missing API key fails before any model is loaded
+        judge = build_judge(cfg.judge)
+        backbone = build_backbone(cfg.backbone)
+    except ValueError as err:  # bad component config, e.g. an unset API key variable
+        raise EaldError(str(err)) from err
+    _check_preprocess(cfg, backbone)
+    if backbone.name == "tiny":
+        print("NOTE: backbone=tiny has random weights: its descriptions are noise, and so are the "
+              "metrics of this run. Use a real backbone for results.")  # fmt: skip
+    cache = StageCache(cfg.cache.dir)
+    b_ident, j_ident = backbone.identity(), judge.identity()
+    rows: list[dict[str, Any]] = []
+    calls = {"backbone": 0, "judge": 0}
+
+    # Stage 2: describe, one video at a time (decoding a 7-minute video dominates).
+    for vid in tqdm(ids, desc="describe", unit="video"):
+        video = ds.videos.get(vid)
+        row = base_row(vid, video)
+        rows.append(row)
+        if video is None:
+            fail(row, "missing", f"id {vid} is in the protocol but not in labels.csv")
+            continue
+        if video.problems:
+            kinds = {p.kind for p in video.problems}
+            status = "media_error" if kinds == {"media_error"} else "invalid"
+            fail(row, status, "; ".join(str(p) for p in video.problems))
+            continue
+        window = sequence_window(vid, video.duration_s, cfg.sequence.fraction, cfg.seed)
+        nfbl = nfbl_text(video.events, window, cfg.nfbl_text) if cfg.modality.nfbl else None
+        row.update(window=window.as_dict(), nfbl=nfbl, cache={})
+        key = describe_key(cfg, video, window, nfbl, b_ident)
+        hit = cache.get("describe", key) if backbone.deterministic else None
+        if hit is not None:
+            row["response"], row["cache"]["describe"] = hit["text"], "hit"
+            continue
+        try:
+            sample = sample_video(video, cfg)
+            calls["backbone"] += 1
+            text = backbone.describe([sample], cfg.prompt)[0]
+        except MediaError as err:
+            fail(row, "media_error", str(err))
+            continue
+        except BackboneError as err:
+            fail(row, "backbone_error", str(err))
+            continue
+        row["inputs"] = sample.summary()
+        row["response"], row["cache"]["describe"] = text, "miss"
+        if backbone.deterministic:
+            cache.put("describe", key, {"text": text})
+
+    # Stage 3: judge, concurrently; each answer is cached the moment it arrives.
+    todo: list[tuple[dict, JudgeRequest, str]] = []
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        req = JudgeRequest(row["video_id"], row["response"], row.get("nfbl"))
+        key = judge_key(req, j_ident)
+        hit = cache.get("judge", key) if judge.deterministic else None
+        if hit is not None:
+            _apply(row, Judgement(**hit))
+            row["cache"]["judge"] = "hit"
+        else:
+            todo.append((row, req, key))
+
+    bar = tqdm(total=len(todo), desc="judge", unit="video")
+
+    def on_result(i: int, j: Judgement) -> None:
+        row, _req, key = todo[i]
+        if judge.deterministic and j.status == "ok":  # failures are never cached
+            cache.put("judge", key, _judgement_dict(j))
+        bar.update(1)
+
+    calls["judge"] = len(todo)
+    results = judge.judge([r for _, r, _ in todo], on_result=on_result) if todo else []
+    bar.close()
+    for (row, _req, _key), j in zip(todo, results, strict=True):
+        _apply(row, j)
+        row["cache"]["judge"] = "miss"
+
+    metrics = write_outputs(ctx, rows, extra={
+        "cache": cache.stats(), "calls": calls, "judge_usage": dict(getattr(judge, "usage_total", {})),
+        "seconds": round(time.perf_counter() - t0, 3), "backbone": b_ident.get("kind"),
+        "judge": j_ident.get("kind"),
+    })  # fmt: skip
+    cache.close()
+    _report(metrics)
+    return TaskResult(rows, metrics)
+
+
+def _judgement_dict(j: Judgement) -> dict[str, Any]:
+    return {"emotion": j.emotion, "confidence": j.confidence, "raw": j.raw, "status": j.status,
+            "error": j.error, "attempts": j.attempts, "usage": dict(j.usage)}  # fmt: skip
+
+
+def _apply(row: dict[str, Any], j: Judgement) -> None:
+    row["judge_raw"] = j.raw
+    row["judge_status"] = j.status
+    row["judge_attempts"] = j.attempts
+    if j.status == "ok":
+        row["prediction"], row["confidence"] = j.emotion, j.confidence
+    else:
+        fail(row, j.status, j.error or j.status)
+
+
+def _check_preprocess(cfg: DictConfig, backbone: Any) -> None:
+    p = backbone.preprocess
+    n = cfg.sampling.num_frames
+    if cfg.modality.video and p.max_frames is not None and n > p.max_frames:
+        raise EaldError(f"sampling.num_frames={n}: backbone {backbone.name} takes at most "
+                        f"{p.max_frames} frames")  # fmt: skip
+    k = cfg.sampling.audio_clips
+    if cfg.modality.audio and p.max_audio_clips is not None and k > p.max_audio_clips:
+        raise EaldError(f"sampling.audio_clips={k}: backbone {backbone.name} takes at most "
+                        f"{p.max_audio_clips} clips")  # fmt: skip
+
+
+def _report(m: dict[str, Any]) -> None:
+    c = m.get("cache", {})
+    parts = [f"{s}: {v['hits']} hits / {v['misses']} misses" for s, v in c.items()]
+    print(f"\ncache  {'; '.join(parts) or 'empty'}")
+    print(f"calls  backbone {m['calls']['backbone']}, judge {m['calls']['judge']}")

@@ -1,0 +1,111 @@
+"""Backbones: the modality switches reach every backbone; absent modalities are neither encoded
+nor mentioned. backbone=openai is driven through the real openai client against a real server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import wave
+
+import pytest
+from omegaconf import OmegaConf
+
+from eald.data.dataset import load_dataset
+from eald.data.sampling import sample_video
+from eald.mllm import BackboneError, build_backbone
+from eald.testing.openai_server import FakeOpenAIServer, Reply
+from tests.conftest import REPO
+
+BASE = OmegaConf.load(REPO / "conf" / "config.yaml")
+MODALITIES = ["v", "a", "n", "va", "vn", "an", "van"]
+
+
+def _conf(group: str, name: str, **over):
+    c = OmegaConf.load(REPO / "conf" / group / f"{name}.yaml")
+    c.pop("defaults")
+    return OmegaConf.merge(c, over)
+
+
+def _sample(root, mods: str, vid: str = "1"):
+    cfg = OmegaConf.create({
+        "seed": 0, "sequence": {"fraction": 1.0}, "nfbl_text": BASE.nfbl_text,
+        "sampling": {**BASE.sampling, "num_frames": 6, "audio_clips": 3},
+        "modality": {"video": "v" in mods, "audio": "a" in mods, "nfbl": "n" in mods},
+    })  # fmt: skip
+    return sample_video(load_dataset(root).videos[vid], cfg)
+
+
+def test_openai_backbone_parts_follow_the_modalities(demo_root):
+    with FakeOpenAIServer(lambda n, body: "A calm speaker.") as server:
+        bb = build_backbone(_conf("backbone", "openai", base_url=server.base_url, max_frames=4))
+        for mods in MODALITIES:
+            assert bb.describe([_sample(demo_root, mods)], BASE.prompt) == ["A calm speaker."]
+        assert server.count == len(MODALITIES)
+        for mods, body in zip(MODALITIES, server.requests, strict=True):
+            (msg,) = body["messages"]
+            parts = msg["content"]
+            kinds = [p["type"] for p in parts]
+            text = " ".join(p["text"] for p in parts if p["type"] == "text")
+            assert kinds.count("image_url") == (4 if "v" in mods else 0)
+            assert kinds.count("input_audio") == (3 if "a" in mods else 0)
+            assert ("frames sampled" in text) == ("v" in mods)
+            assert ("audio clips" in text) == ("a" in mods)
+            assert ("Non-facial body language" in text) == ("n" in mods)
+            assert parts[-1]["text"] == BASE.prompt.question
+            assert body["model"] == "Qwen/Qwen2.5-Omni-7B" and body["temperature"] == 0
+            for p in parts:
+                if p["type"] == "image_url":
+                    url = p["image_url"]["url"]
+                    assert (
+                        url.startswith("data:image/jpeg;base64,")
+                        and p["image_url"]["detail"] == "low"
+                    )
+                    assert base64.b64decode(url.split(",", 1)[1])[:2] == b"\xff\xd8"  # JPEG SOI
+                if p["type"] == "input_audio":
+                    raw = base64.b64decode(p["input_audio"]["data"])
+                    with wave.open(io.BytesIO(raw)) as w:
+                        assert (w.getframerate(), w.getnframes()) == (16000, 32000)
+
+
+def test_openai_backbone_without_audio_support_sends_no_audio(demo_root):
+    with FakeOpenAIServer(lambda n, body: "ok") as server:
+        bb = build_backbone(_conf("backbone", "openai", base_url=server.base_url, send_audio=False))
+        bb.describe([_sample(demo_root, "van")], BASE.prompt)
+        parts = server.requests[0]["messages"][0]["content"]
+        assert "input_audio" not in [p["type"] for p in parts]
+        assert not any("audio clips" in p.get("text", "") for p in parts)
+
+
+def test_openai_backbone_http_error_is_a_backbone_error(demo_root):
+    with FakeOpenAIServer(lambda n, body: Reply(status=400, error_message="bad image")) as server:
+        bb = build_backbone(_conf("backbone", "openai", base_url=server.base_url, max_retries=0))
+        with pytest.raises(BackboneError, match="bad image"):
+            bb.describe([_sample(demo_root, "v")], BASE.prompt)
+
+
+def test_tiny_backbone_is_deterministic_and_sees_each_modality(demo_root):
+    bb = build_backbone(_conf("backbone", "tiny", max_new_tokens=12))
+    again = build_backbone(_conf("backbone", "tiny", max_new_tokens=12))
+    assert bb.identity() == again.identity()  # same seed, same weights fingerprint
+    other = build_backbone(_conf("backbone", "tiny", seed=1))
+    assert other.identity()["weights"] != bb.identity()["weights"]
+    lengths = {}
+    for mods in MODALITIES:
+        s = _sample(demo_root, mods)
+        emb = bb.embed(s, BASE.prompt)
+        lengths[mods] = emb.shape[0]
+        assert bb.describe([s], BASE.prompt) == again.describe([s], BASE.prompt)
+    text = lambda m: len(bb.tokenizer.encode(m))  # noqa: E731
+    # Modality tokens: one per frame (6) and per audio clip (3), plus their intros.
+    assert lengths["va"] - lengths["a"] == 6 + text(
+        BASE.prompt.video_intro.format(n=6, duration=6.0) + "\n"
+    )
+    assert lengths["van"] > lengths["va"] > lengths["v"]
+    # Different videos give different descriptions (the model's inputs matter).
+    outs = {bb.describe([_sample(demo_root, "van", v)], BASE.prompt)[0] for v in "0123"}
+    assert len(outs) == 4
+
+
+def test_unknown_backbone_is_rejected():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone(OmegaConf.create({"name": "gpt5"}))
