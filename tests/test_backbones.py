@@ -86,9 +86,11 @@ def test_openai_backbone_http_error_is_a_backbone_error(demo_root):
 def test_tiny_backbone_is_deterministic_and_sees_each_modality(demo_root):
     bb = build_backbone(_conf("backbone", "tiny", max_new_tokens=12))
     again = build_backbone(_conf("backbone", "tiny", max_new_tokens=12))
-    assert bb.identity() == again.identity()  # same seed, same weights fingerprint
+    assert bb.identity() == again.identity()
+    assert bb.weights_fingerprint == again.weights_fingerprint  # same seed, same weights
     other = build_backbone(_conf("backbone", "tiny", seed=1))
     assert other.identity()["weights"] != bb.identity()["weights"]
+    assert other.weights_fingerprint != bb.weights_fingerprint
     lengths = {}
     for mods in MODALITIES:
         s = _sample(demo_root, mods)

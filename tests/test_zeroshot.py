@@ -57,6 +57,7 @@ def test_tiny_offline_run_then_rerun_hits_cache_bit_for_bit(demo_root: Path, tmp
     assert r2.returncode == 0, r2.stderr[-3000:]
     m2 = _metrics(tmp_path / "r2")
     assert m2["calls"] == {"backbone": 0, "judge": 0}
+    assert (m1["backbone_loaded"], m2["backbone_loaded"]) == (True, False)
     assert m2["cache"] == {"describe": {"hits": 4, "misses": 0}, "judge": {"hits": 4, "misses": 0}}
     rows2 = _rows(tmp_path / "r2")
     assert {k: _stable(v) for k, v in rows2.items()} == {k: _stable(v) for k, v in rows.items()}

@@ -9,6 +9,8 @@ error, never a neighbouring frame.
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -87,27 +89,33 @@ def read_frames(
     indices: np.ndarray | list[int],
     fps: float,
     seek_gap: int | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Decode exactly the frames `indices` (any order, repeats allowed) as uint8 RGB (n, H, W, 3).
 
     Seeks to the keyframe before a wanted frame when it is more than `seek_gap` frames ahead
     (default: one second), otherwise decodes forward. Non-reference frames far before a target
     are skipped by the decoder (they cannot affect later frames); a frame found missing is retried
-    once without skipping before it is reported.
+    once without skipping before it is reported. The sorted targets are split into contiguous
+    runs decoded by `workers` threads, each with its own demuxer and decoder (PyAV releases the
+    GIL while decoding; default: one per core, at most 4).
     """
     wanted = sorted({int(i) for i in indices})
     if not wanted:
         return np.zeros((0, 0, 0, 3), np.uint8)
     gap = int(seek_gap if seek_gap is not None else max(1, round(fps)))
+    n_workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(wanted)))
+    chunks = [c.tolist() for c in np.array_split(np.array(wanted), n_workers) if len(c)]
+    # Frame threading inside each decoder only pays off when we run a single worker.
+    threading = "AUTO" if len(chunks) == 1 else "NONE"
     got: dict[int, np.ndarray] = {}
     try:
-        with av.open(str(path)) as c:
-            vs = c.streams.video[0]
-            vs.thread_type = "AUTO"
-            _decode_into(c, vs, wanted, fps, gap, got, skip_nonref=True)
-            missing = [i for i in wanted if i not in got]
-            if missing:
-                _decode_into(c, vs, missing, fps, gap, got, skip_nonref=False)
+        if len(chunks) == 1:
+            got.update(_decode_chunk(path, chunks[0], fps, gap, threading))
+        else:
+            with ThreadPoolExecutor(len(chunks)) as pool:
+                for part in pool.map(lambda c: _decode_chunk(path, c, fps, gap, threading), chunks):
+                    got.update(part)
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as err:
@@ -118,13 +126,32 @@ def read_frames(
             f"{path}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be decoded "
             "(file truncated?)"
         )
-    return np.stack([got[int(i)] for i in indices])
+    first = got[wanted[0]]
+    out = np.empty((len(indices), *first.shape), np.uint8)
+    for k, i in enumerate(indices):
+        out[k] = got[int(i)]
+    return out
+
+
+def _decode_chunk(
+    path: Path, wanted: list[int], fps: float, gap: int, thread_type: str
+) -> dict[int, np.ndarray]:
+    got: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        vs.thread_type = thread_type
+        _decode_into(c, vs, wanted, fps, gap, got, skip_nonref=True)
+        missing = [i for i in wanted if i not in got]
+        if missing:
+            _decode_into(c, vs, missing, fps, gap, got, skip_nonref=False)
+    return got
 
 
 def _decode_into(c, vs, wanted, fps, gap, got, skip_nonref: bool) -> None:
     tb = vs.time_base
     start = vs.start_time or 0
     state = {"target": wanted[0]}
+    wanted_set = set(wanted)
     frames = None  # a decode iterator, kept across nearby targets and replaced on each seek
     pos: int | None = None  # index of the last decoded frame
     for target in wanted:
@@ -144,7 +171,7 @@ def _decode_into(c, vs, wanted, fps, gap, got, skip_nonref: bool) -> None:
                     "variable frame rate; re-encode at a constant rate (ffmpeg -fps_mode cfr)"
                 )
             pos = idx
-            if idx not in got and idx in wanted:
+            if idx not in got and idx in wanted_set:
                 got[idx] = frame.to_ndarray(format="rgb24")
             if idx >= target:
                 break
@@ -157,6 +184,7 @@ def _frames(c, vs, state, fps, tb, start, skip_nonref):
     skipped: nothing depends on them, so the frames we keep are bit-identical."""
     near = 8  # frames of margin: covers B-frame reordering around the target
     cc = vs.codec_context
+    cc.skip_frame = "DEFAULT"  # an abandoned earlier generator may have left NONREF set
     for packet in c.demux(vs):
         if skip_nonref and packet.pts is not None:
             far = _frame_index(packet.pts, start, tb, fps) < state["target"] - near

@@ -63,6 +63,20 @@ def prompt_parts(sample: Sample, prompt: Any) -> list[tuple[str, Any]]:
     return parts
 
 
+def backbone_identity(conf: Any) -> dict[str, Any]:
+    """A backbone's cache identity from its config alone, so a fully cached run never loads
+    the model. Includes `deterministic`."""
+    if conf.name == "tiny":
+        from eald.mllm import tiny
+
+        return tiny.identity(conf)
+    if conf.name == "openai":
+        from eald.mllm import openai_backbone
+
+        return openai_backbone.identity(conf)
+    return {"kind": conf.name, "deterministic": False}
+
+
 def build_backbone(conf: Any) -> Backbone:
     name = conf.name
     if name == "tiny":

@@ -52,6 +52,22 @@ def wav_b64(clip: np.ndarray, sample_rate: int) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def identity(conf: Any) -> dict[str, Any]:
+    """Cache identity (no credentials): endpoint, model, request shape and generation."""
+    c = conf
+    return {
+        "kind": "openai",
+        "version": VERSION,
+        "base_url": c.base_url,
+        "model": c.model,
+        "request": {"max_frames": c.max_frames, "detail": c.detail,
+                    "jpeg_quality": c.jpeg_quality, "send_audio": c.send_audio},
+        "generation": {"temperature": c.temperature, "max_tokens": c.max_tokens,
+                       "seed": c.seed},
+        "deterministic": c.temperature == 0,
+    }  # fmt: skip
+
+
 class OpenAIBackbone:
     name = "openai"
 
@@ -70,17 +86,7 @@ class OpenAIBackbone:
         return f"OpenAIBackbone(model={self.conf.model!r}, base_url={self.conf.base_url!r})"
 
     def identity(self) -> dict[str, Any]:
-        c = self.conf
-        return {
-            "kind": "openai",
-            "version": VERSION,
-            "base_url": c.base_url,
-            "model": c.model,
-            "request": {"max_frames": c.max_frames, "detail": c.detail,
-                        "jpeg_quality": c.jpeg_quality, "send_audio": c.send_audio},
-            "generation": {"temperature": c.temperature, "max_tokens": c.max_tokens,
-                           "seed": c.seed},
-        }  # fmt: skip
+        return identity(self.conf)
 
     def content(self, sample: Sample, prompt: Any) -> list[dict[str, Any]]:
         """The user message's content parts for one video."""

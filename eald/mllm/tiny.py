@@ -95,19 +95,10 @@ class TinyBackbone:
         self.model.eval()
         self.preprocess = Preprocess(conf.frame_size, CLIP_MEAN, CLIP_STD, MAX_FRAMES, None)
         self.deterministic = not conf.do_sample
-        self._fingerprint = _weights_fingerprint(self.model)
+        self.weights_fingerprint = weights_fingerprint(self.model)
 
     def identity(self) -> dict[str, Any]:
-        c = self.conf
-        return {
-            "kind": "tiny",
-            "version": VERSION,
-            "weights": self._fingerprint,
-            "arch": {"frame_size": c.frame_size, "hidden": c.hidden_size, "layers": c.layers,
-                     "heads": c.heads},
-            "generation": {"max_new_tokens": c.max_new_tokens, "do_sample": c.do_sample,
-                           "temperature": c.temperature, "top_p": c.top_p},
-        }  # fmt: skip
+        return identity(self.conf)
 
     def _frames(self, frames: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
@@ -151,7 +142,29 @@ class TinyBackbone:
         return out
 
 
-def _weights_fingerprint(model: nn.Module) -> str:
+def identity(conf: Any) -> dict[str, Any]:
+    """Cache identity without building the model: the weights follow from the seed, the
+    architecture and the library versions that initialise them."""
+    c = conf
+    return {
+        "kind": "tiny",
+        "version": VERSION,
+        "weights": {"seed": c.seed, "torch": torch.__version__, "transformers": _tf_version()},
+        "arch": {"frame_size": c.frame_size, "hidden": c.hidden_size, "layers": c.layers,
+                 "heads": c.heads},
+        "generation": {"max_new_tokens": c.max_new_tokens, "do_sample": c.do_sample,
+                       "temperature": c.temperature, "top_p": c.top_p},
+        "deterministic": not c.do_sample,
+    }  # fmt: skip
+
+
+def _tf_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def weights_fingerprint(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())

@@ -19,7 +19,7 @@ from eald.data.dataset import Video
 from eald.data.media import MediaError, file_fingerprint
 from eald.data.sampling import Window, nfbl_text, sample_video, sequence_window
 from eald.judge import Judgement, JudgeRequest, build_judge
-from eald.mllm import BackboneError, build_backbone
+from eald.mllm import BackboneError, backbone_identity, build_backbone
 from eald.tasks.common import (
     EaldError,
     RunContext,
@@ -65,17 +65,16 @@ def judge_key(request: JudgeRequest, ident: dict) -> str:
 def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     t0 = time.perf_counter()
     ds, ids, _missing = load_split(cfg)
-    try:  # the judge first: a missing API key fails before any model is loaded
+    try:
         judge = build_judge(cfg.judge)
-        backbone = build_backbone(cfg.backbone)
-    except ValueError as err:  # bad component config, e.g. an unset API key variable
+    except ValueError as err:  # bad judge config, e.g. an unset API key variable
         raise EaldError(str(err)) from err
-    _check_preprocess(cfg, backbone)
-    if backbone.name == "tiny":
+    if cfg.backbone.name == "tiny":
         print("NOTE: backbone=tiny has random weights: its descriptions are noise, and so are the "
               "metrics of this run. Use a real backbone for results.")  # fmt: skip
     cache = StageCache(cfg.cache.dir)
-    b_ident, j_ident = backbone.identity(), judge.identity()
+    b_ident, j_ident = backbone_identity(cfg.backbone), judge.identity()
+    backbone = _LazyBackbone(cfg)  # loaded on the first cache miss: a cached rerun never loads it
     rows: list[dict[str, Any]] = []
     calls = {"backbone": 0, "judge": 0}
 
@@ -96,14 +95,14 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         nfbl = nfbl_text(video.events, window, cfg.nfbl_text) if cfg.modality.nfbl else None
         row.update(window=window.as_dict(), nfbl=nfbl, cache={})
         key = describe_key(cfg, video, window, nfbl, b_ident)
-        hit = cache.get("describe", key) if backbone.deterministic else None
+        hit = cache.get("describe", key) if b_ident["deterministic"] else None
         if hit is not None:
             row["response"], row["cache"]["describe"] = hit["text"], "hit"
             continue
         try:
             sample = sample_video(video, cfg)
             calls["backbone"] += 1
-            text = backbone.describe([sample], cfg.prompt)[0]
+            text = backbone.get().describe([sample], cfg.prompt)[0]
         except MediaError as err:
             fail(row, "media_error", str(err))
             continue
@@ -112,7 +111,7 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
             continue
         row["inputs"] = sample.summary()
         row["response"], row["cache"]["describe"] = text, "miss"
-        if backbone.deterministic:
+        if b_ident["deterministic"]:
             cache.put("describe", key, {"text": text})
 
     # Stage 3: judge, concurrently; each answer is cached the moment it arrives.
@@ -147,6 +146,7 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     metrics = write_outputs(ctx, rows, extra={
         "cache": cache.stats(), "calls": calls, "judge_usage": dict(getattr(judge, "usage_total", {})),
         "seconds": round(time.perf_counter() - t0, 3), "backbone": b_ident.get("kind"),
+        "backbone_loaded": backbone.loaded,
         "judge": j_ident.get("kind"),
     })  # fmt: skip
     cache.close()
@@ -167,6 +167,25 @@ def _apply(row: dict[str, Any], j: Judgement) -> None:
         row["prediction"], row["confidence"] = j.emotion, j.confidence
     else:
         fail(row, j.status, j.error or j.status)
+
+
+class _LazyBackbone:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self._backbone: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._backbone is not None
+
+    def get(self) -> Any:
+        if self._backbone is None:
+            try:
+                self._backbone = build_backbone(self.cfg.backbone)
+            except ValueError as err:  # bad backbone config, e.g. an unset API key variable
+                raise EaldError(str(err)) from err
+            _check_preprocess(self.cfg, self._backbone)
+        return self._backbone
 
 
 def _check_preprocess(cfg: DictConfig, backbone: Any) -> None:
