@@ -14,6 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from eald.mllm.schemas import PandaGPTConf, VideoLlamaConf
+
 
 class Task(str, Enum):
     zeroshot = "zeroshot"
@@ -100,6 +102,32 @@ class ComponentConf:
 
 
 @dataclass
+class BaselineConf:
+    """baseline=tsm|timesformer|video_swin|slowfast|beats: a frozen model + a linear head
+    (task=probe, paper Table 4). The paper gives neither the head's optimiser settings nor a
+    validation split; the values in conf/baseline/*.yaml are ours (see those files)."""
+
+    name: str = MISSING
+    checkpoint: str | None = None  # null: random weights (tests, CPU smoke runs); no downloads
+    tiny: bool = False  # a tiny configuration of the same architecture (tests)
+    num_clips: int = 4  # native-length clips spread over the window; features mean-pooled
+    variant: str = "paper"  # BEATs: paper | windowed
+    device: str = "auto"  # auto | cpu | cuda (feature extraction; the head trains on CPU)
+    batch_size: int = 4  # clips per forward pass during extraction
+    seed: int = 0  # weights seed of random-weight (checkpoint: null) models
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.5
+    train_batch_size: int = 16
+    early_stopping: bool = False
+    patience: int = 5  # epochs without a lower validation loss before stopping
+    val_fraction: float = 0.2  # of each label's training ids, when early_stopping
+    extract_only: bool = False  # only fill the feature cache (GPU), train later (CPU)
+    feature_dir: str | None = None  # null: <cache.dir>/features
+
+
+@dataclass
 class PromptConf:
     """What the MLLM is asked. Intros are only used for modalities that are on, so an absent
     modality is never mentioned."""
@@ -178,6 +206,49 @@ class OfflineJudgeConf:
 
 
 @dataclass
+class FaceConf:
+    """Face masking (task=deid). See eald/deid/face.py for the levers."""
+
+    detector: str = "cnn"  # cnn (dlib MMOD, the paper's) | hog (fast)
+    detect_max_side: int | None = 640  # detect on a copy downscaled to this max side
+    upsample: int = 0
+    stride: int = 1  # detect every k frames (1: every frame, as the paper)
+    between: str = "interpolate"  # hold | interpolate boxes between detections
+    dilate: float = 1.3
+    safety_dilate: float = 1.15  # extra on frames without a detection of their own
+    mode: str = "blur"  # blur | fill
+    blur_strength: float = 1.0
+    on_error: str = "blur_frame"  # blur_frame | raise
+    max_lost: int = 8
+    on_lost: str = "blur_frame"  # blur_frame | none
+    crf: int = 18
+    preset: str = "veryfast"
+
+
+@dataclass
+class DeidConf:
+    output_root: str | None = None  # required by task=deid: the de-identified dataset root
+    workers: int = 2  # processes across videos
+    force: bool = False  # redo videos whose report matches the current settings
+    lam: float = 0.8  # McAdams coefficient
+    random_lambda: bool = False  # draw lambda per video from U(lambda_low, lambda_high)
+    lambda_low: float = 0.5
+    lambda_high: float = 0.9
+    lambda_seed: int = 0
+    face: FaceConf = field(default_factory=FaceConf)
+
+
+@dataclass
+class AuditConf:
+    original_root: str | None = None  # null: dataset.root
+    deid_root: str | None = None  # null: deid.output_root
+    frames_per_video: int = 8
+    detect_max_side: int = 640
+    face_threshold: float = 0.6  # dlib's same-identity distance
+    upsample: int = 0
+
+
+@dataclass
 class EaldConf:
     task: Task = Task.check
     seed: int = 0
@@ -190,6 +261,8 @@ class EaldConf:
     nfbl_text: NfblTextConf = field(default_factory=NfblTextConf)
     cache: CacheConf = field(default_factory=CacheConf)
     prompt: PromptConf = field(default_factory=PromptConf)
+    deid: DeidConf = field(default_factory=DeidConf)
+    audit: AuditConf = field(default_factory=AuditConf)
     # Polymorphic slots: each option's YAML pulls in its own schema (<name>_schema) in its
     # defaults list, so keys are still checked per component.
     backbone: Any = MISSING
@@ -203,9 +276,16 @@ class ConfigError(ValueError):
 
 
 _SCHEMAS = {
-    "backbone": {"none": ComponentConf, "tiny": TinyBackboneConf, "openai": OpenAIBackboneConf},
+    "backbone": {
+        "none": ComponentConf,
+        "tiny": TinyBackboneConf,
+        "openai": OpenAIBackboneConf,
+        "video_llama": VideoLlamaConf,
+        "pandagpt": PandaGPTConf,
+    },
     "judge": {"none": ComponentConf, "openai": OpenAIJudgeConf, "offline": OfflineJudgeConf},
-    "baseline": {"none": ComponentConf},
+    # One schema for the five probe baselines: conf/baseline/<name>.yaml pulls `probe_schema`.
+    "baseline": {"none": ComponentConf, "probe": BaselineConf},
 }
 
 
@@ -239,6 +319,23 @@ def validate(cfg: DictConfig) -> None:
     split = cfg.protocol.split
     _check(split in ("train", "test", "all"), "protocol.split", split, "train | test | all")
     _check(cfg.logger.name in ("none", "wandb"), "logger.name", cfg.logger.name, "none | wandb")
+    fc = cfg.deid.face
+    _check(fc.detector in ("cnn", "hog"), "deid.face.detector", fc.detector, "cnn | hog")
+    _check(fc.stride >= 1, "deid.face.stride", fc.stride, "must be >= 1")
+    _check(fc.dilate >= 1, "deid.face.dilate", fc.dilate, "must be >= 1")
+    _check(
+        fc.between in ("hold", "interpolate"), "deid.face.between", fc.between, "hold | interpolate"
+    )
+    _check(fc.mode in ("blur", "fill"), "deid.face.mode", fc.mode, "blur | fill")
+    _check(  # otherwise faces between two detections would count as lost and blur whole frames
+        fc.max_lost >= fc.stride, "deid.face.max_lost", fc.max_lost,
+        f"must be >= deid.face.stride ({fc.stride})",
+    )  # fmt: skip
+    lam = cfg.deid.lam
+    _check(0 < lam <= 1.5, "deid.lam", lam, "McAdams coefficient must be in (0, 1.5]")
+    _check(cfg.deid.workers >= 0, "deid.workers", cfg.deid.workers, "must be >= 0")
+    if cfg.get("baseline") is not None and cfg.baseline.name != "none":
+        _validate_baseline(cfg.baseline)
     mods = cfg.modality
     _check(
         mods.video or mods.audio or mods.nfbl,
@@ -246,3 +343,16 @@ def validate(cfg: DictConfig) -> None:
         dict(video=mods.video, audio=mods.audio, nfbl=mods.nfbl),
         "at least one modality must be on",
     )
+
+
+def _validate_baseline(b: DictConfig) -> None:
+    _check(b.variant in ("paper", "windowed"), "baseline.variant", b.variant, "paper | windowed")
+    _check(b.device in ("auto", "cpu", "cuda"), "baseline.device", b.device, "auto | cpu | cuda")
+    for key in ("num_clips", "batch_size", "epochs", "train_batch_size", "patience"):
+        _check(b[key] >= 1, f"baseline.{key}", b[key], "must be >= 1")
+    _check(b.lr > 0, "baseline.lr", b.lr, "must be > 0")
+    _check(b.weight_decay >= 0, "baseline.weight_decay", b.weight_decay, "must be >= 0")
+    w = b.warmup_epochs
+    _check(0 <= w <= b.epochs, "baseline.warmup_epochs", w, "must be in [0, epochs]")
+    f = b.val_fraction
+    _check(0 <= f < 1, "baseline.val_fraction", f, "must satisfy 0 <= fraction < 1")

@@ -51,6 +51,9 @@ def compute_metrics(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 def format_table(metrics: Mapping[str, Any]) -> str:
     """A small fixed-width table for the console (percentages, as in the paper)."""
     lines = ["metric      value"]
+    if metrics.get("accuracy") is None:  # nothing was classified (check, deid, audit)
+        return "\n".join([*lines, f"{'n':<11} {metrics.get('n')}",
+                           f"{'n_failed':<11} {metrics.get('n_failed')}"])  # fmt: skip
     for k in ("accuracy", "f1", "precision", "recall"):
         v = metrics.get(k)
         lines.append(f"{k:<11} {'-' if v is None else f'{100 * v:6.2f} %'}")

@@ -44,9 +44,21 @@ def _task(name: str) -> Callable[[DictConfig, RunContext], TaskResult]:
         from eald.tasks.zeroshot import run_zeroshot
 
         return run_zeroshot
+    if name == Task.deid.value:
+        from eald.tasks.deid import run_deid
+
+        return run_deid
+    if name == Task.probe.value:
+        from eald.tasks.probe import run_probe
+
+        return run_probe
+    if name == Task.audit.value:
+        from eald.tasks.audit import run_audit
+
+        return run_audit
     raise EaldError(
         f"task={name} is not available yet in this version of eald "
-        "(available: zeroshot, check). See the README's roadmap."
+        "(available: zeroshot, check, deid, audit, probe). See the README's roadmap."
     )
 
 

@@ -175,3 +175,18 @@ def test_kill_9_mid_run_resumes_without_duplicates_or_losses(demo_root: Path, tm
         assert sorted(rows) == sorted(verdict)
         assert all(r["status"] == "ok" and r["prediction"] == "negative" for r in rows.values())
         assert _judge_count(db) == 4
+
+
+@pytest.mark.parametrize("backbone", ["video_llama_tiny", "pandagpt_tiny"])
+def test_ported_backbones_run_end_to_end_through_the_cli(backbone, demo_root: Path, tmp_path: Path):
+    r = run_cli(f"backbone={backbone}", "judge=offline", f"dataset.root={demo_root}", "limit=2",
+                f"cache.dir={tmp_path}/cache", *FAST, f"hydra.run.dir={tmp_path}/r",
+                cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _rows(tmp_path / "r")
+    assert list(rows) == ["0", "1"]
+    for row in rows.values():
+        assert row["status"] == "ok" and row["prediction"] in ("positive", "negative")
+        assert isinstance(row["response"], str)
+    m = _metrics(tmp_path / "r")
+    assert m["calls"]["backbone"] == 2 and m["backbone"] == backbone.removesuffix("_tiny")

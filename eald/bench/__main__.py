@@ -13,11 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eald.bench import judge, sampling
+from eald.bench import deid, judge, probe, sampling, voice
 
 BENCHMARKS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "sampling": sampling.run,
     "judge": judge.run,
+    "deid": deid.run,
+    "voice": voice.run,
+    "probe": probe.run,
 }
 
 

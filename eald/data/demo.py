@@ -6,6 +6,7 @@ Layout written under ``out``::
                       the frame's own index encoded at the top (see synth.index_code_pattern)
     labels.csv        video_id,label          ("positive" for even ids, "negative" for odd)
     nfbl.csv          video_id,start_s,end_s,class_id
+    speakers.csv      video_id,speaker_id (the demo's speaker identities, for the privacy audit)
     demo.json         generation parameters, written last (completion marker)
 
 Console entry: ``eald-demo-data OUT --videos N --seconds S --seed K``.
@@ -39,7 +40,7 @@ from eald.data.synth import (
 from eald.data.taxonomy import NFBL_CLASSES
 
 SAMPLE_RATE = 16000
-_FORMAT_VERSION = 1  # bump when the generator's output changes, to invalidate old demos
+_FORMAT_VERSION = 2  # bump when the generator's output changes, to invalidate old demos
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,13 @@ def generate_demo(
     ]
     _write_text_atomic(
         out / "nfbl.csv", _csv_text(["video_id", "start_s", "end_s", "class_id"], rows)
+    )
+    # Speaker identities are ground truth for the voice privacy audit (task=audit).
+    _write_text_atomic(
+        out / "speakers.csv",
+        _csv_text(
+            ["video_id", "speaker_id"], [(i, f"spk{i % len(SPEAKERS)}") for i in range(videos)]
+        ),
     )
     _write_text_atomic(meta, json.dumps(params, indent=2, sort_keys=True) + "\n")
     return out

@@ -74,7 +74,15 @@ def backbone_identity(conf: Any) -> dict[str, Any]:
         from eald.mllm import openai_backbone
 
         return openai_backbone.identity(conf)
-    return {"kind": conf.name, "deterministic": False}
+    if conf.name == "video_llama":
+        from eald.mllm import video_llama
+
+        return video_llama.identity(conf)
+    if conf.name == "pandagpt":
+        from eald.mllm import pandagpt
+
+        return pandagpt.identity(conf)
+    raise ValueError(f"backbone.name={conf.name!r}: unknown backbone")
 
 
 def build_backbone(conf: Any) -> Backbone:
@@ -87,6 +95,16 @@ def build_backbone(conf: Any) -> Backbone:
         from eald.mllm.openai_backbone import OpenAIBackbone
 
         return OpenAIBackbone(conf)
+    if name == "video_llama":
+        from eald.mllm.video_llama import VideoLlamaBackbone
+
+        return VideoLlamaBackbone(conf)
+    if name == "pandagpt":
+        from eald.mllm.pandagpt import PandaGPTBackbone
+
+        return PandaGPTBackbone(conf)
     if name == "none":
         raise ValueError("backbone=none: task=zeroshot needs a backbone (e.g. backbone=tiny)")
-    raise ValueError(f"backbone.name={name!r}: unknown backbone (tiny | openai)")
+    raise ValueError(
+        f"backbone.name={name!r}: unknown backbone (tiny | openai | video_llama | pandagpt)"
+    )

@@ -66,6 +66,19 @@ def fail(row: dict[str, Any], status: str, error: str) -> dict[str, Any]:
     return row
 
 
+def precheck(row: dict[str, Any], vid: str, video: Video | None) -> bool:
+    """Fail `row` for a video the dataset cannot supply (absent, invalid, unreadable)."""
+    if video is None:
+        fail(row, "missing", f"id {vid} is in the protocol but not in labels.csv")
+        return False
+    if video.problems:
+        kinds = {p.kind for p in video.problems}
+        status = "media_error" if kinds == {"media_error"} else "invalid"
+        fail(row, status, "; ".join(str(p) for p in video.problems))
+        return False
+    return True
+
+
 def iter_samples(
     cfg: DictConfig, ds: Dataset, ids: list[str]
 ) -> Iterator[tuple[dict[str, Any], Sample | None]]:
@@ -73,13 +86,8 @@ def iter_samples(
     for vid in ids:
         video = ds.videos.get(vid)
         row = base_row(vid, video)
-        if video is None:
-            yield fail(row, "missing", f"id {vid} is in the protocol but not in labels.csv"), None
-            continue
-        if video.problems:
-            kinds = {p.kind for p in video.problems}
-            status = "media_error" if kinds == {"media_error"} else "invalid"
-            yield fail(row, status, "; ".join(str(p) for p in video.problems)), None
+        if not precheck(row, vid, video):
+            yield row, None
             continue
         try:
             sample = sample_video(video, cfg)

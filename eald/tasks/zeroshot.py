@@ -27,6 +27,7 @@ from eald.tasks.common import (
     base_row,
     fail,
     load_split,
+    precheck,
     write_outputs,
 )
 
@@ -69,8 +70,8 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         judge = build_judge(cfg.judge)
     except ValueError as err:  # bad judge config, e.g. an unset API key variable
         raise EaldError(str(err)) from err
-    if cfg.backbone.name == "tiny":
-        print("NOTE: backbone=tiny has random weights: its descriptions are noise, and so are the "
+    if cfg.backbone.name == "tiny" or cfg.backbone.get("tiny"):
+        print(f"NOTE: backbone={cfg.backbone.name} (tiny) has random weights: its descriptions are noise, and so are the "
               "metrics of this run. Use a real backbone for results.")  # fmt: skip
     cache = StageCache(cfg.cache.dir)
     b_ident, j_ident = backbone_identity(cfg.backbone), judge.identity()
@@ -83,13 +84,7 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         video = ds.videos.get(vid)
         row = base_row(vid, video)
         rows.append(row)
-        if video is None:
-            fail(row, "missing", f"id {vid} is in the protocol but not in labels.csv")
-            continue
-        if video.problems:
-            kinds = {p.kind for p in video.problems}
-            status = "media_error" if kinds == {"media_error"} else "invalid"
-            fail(row, status, "; ".join(str(p) for p in video.problems))
+        if not precheck(row, vid, video):
             continue
         window = sequence_window(vid, video.duration_s, cfg.sequence.fraction, cfg.seed)
         nfbl = nfbl_text(video.events, window, cfg.nfbl_text) if cfg.modality.nfbl else None

@@ -1,0 +1,293 @@
+"""De-identify one video: decode -> mask faces -> H.264, with the voice anonymised (stage 1).
+
+Streams frame by frame with PyAV (memory: the masker's look-ahead of a few frames). Decisions:
+
+* Timing: every output frame keeps its input pts in the input time base, so frame count,
+  duration and variable frame rates are preserved; frames are never dropped or duplicated.
+* Rotation: a display-matrix rotation (phone videos) is applied to the pixels: frames are turned
+  upright before detection (the detectors need upright faces) and written without rotation
+  metadata, so the output's width/height are the displayed ones (swapped for 90/270 degrees).
+  Mirroring in the matrix is ignored.
+* Odd sizes: libx264 with yuv420p needs even sizes (its SPS cropping also works in 2-px units),
+  so odd frames are padded by one replicated column/row; the report's ``padded`` says by how much.
+* Audio: the original track is never copied. It (or ``audio_override``) is decoded to 16 kHz mono,
+  anonymised, and encoded as mono AAC of the video's duration. No audio: no audio stream.
+* The output is written to a temp file next to ``dst`` and renamed, so it is complete or absent.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import av
+import numpy as np
+
+from eald.data.media import MediaError, MediaInfo, probe, read_audio
+from eald.deid.face import Detector, FaceMasker, MaskedFrame, make_detector
+
+SAMPLE_RATE = 16000
+_CHOICES = {
+    "detector": ("cnn", "hog"), "between": ("hold", "interpolate"), "mode": ("blur", "fill"),
+    "on_error": ("blur_frame", "raise"), "on_lost": ("blur_frame", "none"),
+}  # fmt: skip
+
+
+@dataclass
+class FaceDeidConf:
+    """Face masking and encoding settings (the Hydra schema of ``deid.face``)."""
+
+    detector: str = "cnn"  # cnn (dlib MMOD, the paper's) | hog (fast)
+    detect_max_side: int | None = 640  # detect on a copy downscaled to this max side
+    upsample: int = 0  # dlib upsampling passes (each finds 2x smaller faces at ~4x the cost)
+    stride: int = 1  # detect every k frames
+    between: str = "interpolate"  # hold | interpolate
+    dilate: float = 1.3
+    safety_dilate: float = 1.15  # extra on frames without a detection of their own
+    mode: str = "blur"  # blur | fill
+    blur_strength: float = 1.0  # 1: sigma = box side / 6
+    on_error: str = "blur_frame"  # blur_frame | raise
+    max_lost: int = 8
+    on_lost: str = "blur_frame"  # blur_frame | none
+    crf: int = 18
+    preset: str = "veryfast"
+
+    @classmethod
+    def from_any(cls, conf: Any) -> FaceDeidConf:
+        """A plain, validated copy of a dataclass / DictConfig / mapping (picklable)."""
+        if conf is None:
+            return cls()
+        get = conf.get if isinstance(conf, Mapping) else lambda k, d: getattr(conf, k, d)
+        out = cls(**{f.name: get(f.name, f.default) for f in fields(cls)})
+        for key, allowed in _CHOICES.items():
+            if getattr(out, key) not in allowed:
+                raise ValueError(f"face conf: {key}={getattr(out, key)!r}, expected {allowed}")
+        if not (out.stride >= 1 and out.dilate >= 1 and out.safety_dilate >= 1):
+            raise ValueError(f"face conf: need stride, dilate, safety_dilate >= 1 ({out})")
+        if out.max_lost < 0 or out.blur_strength <= 0 or out.upsample < 0:
+            raise ValueError(f"face conf: need max_lost, upsample >= 0, blur_strength > 0 ({out})")
+        return out
+
+
+def _audio_seconds(path: Path) -> float:
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                raise MediaError(f"{path}: no audio stream")
+            st = c.streams.audio[0]
+            if st.duration is not None:
+                return float(st.duration * st.time_base)
+            if c.duration is not None:
+                return c.duration / av.time_base
+    except av.FFmpegError as err:
+        raise MediaError(f"{path}: cannot open ({err})") from err
+    raise MediaError(f"{path}: audio duration unknown")
+
+
+def _anonymised_audio(
+    src: Path, info: MediaInfo, override: Path | None, fn: Callable | None, lam: float
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(the anonymised source audio at its full length, the same fitted to the video), or
+    (None, None) without audio."""
+    if override is None and not info.has_audio:
+        return None, None
+    if fn is None:
+        from eald.deid.voice import mcadams  # imported late: optional until audio is needed
+
+        def fn(x: np.ndarray, sr: int) -> np.ndarray:
+            return mcadams(x, sr, lam=lam)
+
+    path = override if override is not None else src
+    seconds = _audio_seconds(path) if override is not None else info.duration_s
+    x = read_audio(path, 0.0, seconds, SAMPLE_RATE)
+    y = np.asarray(fn(x, SAMPLE_RATE), dtype=np.float32).reshape(-1)
+    if y.size == x.size and np.any(x) and np.array_equal(x, y):
+        raise RuntimeError("anonymise_audio returned its input: refusing to write the voice")
+    y = np.clip(y, -1.0, 1.0)
+    n = int(round(info.duration_s * SAMPLE_RATE))
+    fitted = y[:n] if y.size >= n else np.concatenate([y, np.zeros(n - y.size, np.float32)])
+    return y, fitted
+
+
+def _aac_frames(wave: np.ndarray) -> list[av.AudioFrame]:
+    frame = av.AudioFrame.from_ndarray(wave[None, :], format="fltp", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, 0, Fraction(1, SAMPLE_RATE)
+    # The AAC encoder takes fixed 1024-sample frames; the resampler re-chunks with pts.
+    rs = av.AudioResampler(format="fltp", layout="mono", rate=SAMPLE_RATE, frame_size=1024)
+    return list(rs.resample(frame)) + list(rs.resample(None))
+
+
+def deidentify_video(
+    src: Path,
+    dst: Path,
+    conf: Any = None,
+    audio_override: Path | None = None,
+    anonymise_audio: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    lam: float = 0.8,
+    return_boxes: bool = False,
+    detector: Detector | None = None,
+) -> dict[str, Any]:
+    """Write a de-identified copy of ``src`` to ``dst`` and return its report.
+
+    ``anonymise_audio(x, 16000)`` anonymises the voice (default: McAdams with ``lam``). The report
+    is JSON-ready except ``anonymised_audio`` (float32 mono at 16 kHz of the whole source audio,
+    or None): pop it before writing. ``return_boxes`` adds each frame's mask boxes;
+    ``detector`` replaces the one ``conf`` asks for. Raises MediaError (naming the file) for
+    unreadable, truncated or empty videos; no partial output or temp file is left behind.
+    """
+    t_all = perf_counter()
+    src, dst = Path(src), Path(dst)
+    c = FaceDeidConf.from_any(conf)
+    info = probe(src)
+    timings = dict.fromkeys(("decode", "detect", "mask", "encode", "audio"), 0.0)
+    # Audio first: its stream must exist before the muxer writes a header, and it fails fast.
+    t0 = perf_counter()
+    full_wave, wave = _anonymised_audio(src, info, audio_override, anonymise_audio, lam)
+    timings["audio"] = perf_counter() - t0
+    masker = FaceMasker(detector or make_detector(c), c)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{dst.suffix}")
+    st: dict[str, Any] = {"boxes": [], "whole": {}, "faces": 0, "detected": 0, "with_faces": 0}
+    try:
+        with av.open(str(src)) as cin, av.open(str(tmp), "w", format="mp4") as cout:
+            geo = _transcode(src, cin, cout, masker, c, wave, st, timings)
+        os.replace(tmp, dst)
+    except av.FFmpegError as err:
+        raise MediaError(f"{src}: de-identification failed ({err})") from err
+    finally:
+        tmp.unlink(missing_ok=True)
+    timings.update({k: v for k, v in masker.timings.items()})
+    total = perf_counter() - t_all
+    n = len(st["boxes"])
+    hist: dict[str, int] = {}
+    for i, b in enumerate(st["boxes"]):
+        key = "whole" if i in st["whole"] else str(len(b))
+        hist[key] = hist.get(key, 0) + 1
+    report: dict[str, Any] = {
+        "src": str(src), "dst": str(dst), "frames": n, "fps": info.fps,
+        "duration_s": info.duration_s, "vfr": info.vfr, **geo,
+        "detector": c.detector, "stride": c.stride, "settings": asdict(c),
+        "detections": st["detected"], "faces_detected": st["faces"],
+        "frames_with_faces": st["with_faces"],
+        "fallback_frames": sorted(st["whole"]),
+        "fallback_reasons": {r: list(st["whole"].values()).count(r) for r in ("error", "lost")},
+        "detection_errors": [{"frame": i, "error": e} for i, e in masker.errors[:20]],
+        "boxes_per_frame": dict(sorted(hist.items())),
+        "lam": float(lam), "audio": "none" if wave is None else "anonymised",
+        "audio_source": None if wave is None else ("override" if audio_override else "input"),
+        "timings": {**{k: round(v, 4) for k, v in timings.items()}, "total": round(total, 4),
+                    "fps": round(n / total, 3) if total > 0 else None},
+        "anonymised_audio": full_wave,
+    }  # fmt: skip
+    if return_boxes:
+        report["boxes"] = [[list(b) for b in bs] for bs in st["boxes"]]
+    return report
+
+
+def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
+    """The decode -> mask -> encode loop; fills ``st`` (per-frame records) and ``timings``."""
+    if not cin.streams.video:
+        raise MediaError(f"{src}: no video stream")
+    vin = cin.streams.video[0]
+    vin.thread_type = "AUTO"
+    tb = vin.time_base
+    pts: dict[int, int] = {}  # frame index -> input pts, until the frame is encoded
+    out: dict[str, Any] = {}  # output stream state, set up at the first frame
+    chunks = _aac_frames(wave) if wave is not None else []
+
+    durs: dict[Fraction, Fraction] = {}  # frame time -> its duration in the input
+
+    def mux_video(packets: list[av.Packet]) -> None:
+        # x264 gives every packet 1/rate: restore the input's durations (VFR; the last frame's
+        # sets the stream duration).
+        for pkt in packets:
+            d = durs.pop(pkt.pts * pkt.time_base, None) if pkt.pts is not None else None
+            if d is not None:
+                pkt.duration = round(d / pkt.time_base)
+            cout.mux(pkt)
+
+    def encode(mf: MaskedFrame) -> None:
+        t0 = perf_counter()
+        st["boxes"].append(mf.boxes)
+        if mf.whole:
+            st["whole"][mf.index] = mf.whole
+        elif mf.boxes:
+            st["with_faces"] += 1
+        st["detected"] += mf.detected
+        st["faces"] += mf.faces
+        img = mf.rgb
+        if out["pad"] != (0, 0):
+            img = np.pad(img, ((0, out["pad"][1]), (0, out["pad"][0]), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        vf.pts, vf.time_base = pts.pop(mf.index), tb
+        nxt = pts.get(mf.index + 1, out["end"])
+        if nxt is not None and nxt > vf.pts:
+            durs[vf.pts * tb] = (nxt - vf.pts) * tb
+        mux_video(out["v"].encode(vf))
+        t_video = float(vf.pts * tb)
+        while (
+            out["a"] is not None and out["ai"] < len(chunks) and chunks[out["ai"]].time <= t_video
+        ):
+            cout.mux(out["a"].encode(chunks[out["ai"]]))  # interleave: the muxer buffers little
+            out["ai"] += 1
+        timings["encode"] += perf_counter() - t0
+
+    frames = cin.decode(vin)
+    n = 0
+    last = None
+    while True:
+        t0 = perf_counter()
+        frame = next(frames, None)
+        if frame is None:
+            break
+        rgb = frame.to_ndarray(format="rgb24")
+        if not out:
+            out.update(_open_outputs(cout, vin, frame, c, wave))
+        if out["rot"]:
+            rgb = np.ascontiguousarray(np.rot90(rgb, out["rot"] // 90))
+        timings["decode"] += perf_counter() - t0
+        p = frame.pts if frame.pts is not None else round(n / float(vin.guessed_rate or 25) / tb)
+        last = pts[n] = p if last is None or p > last else last + 1  # x264 needs rising pts
+        n += 1
+        for mf in masker.push(rgb):
+            encode(mf)
+    if n == 0:
+        raise MediaError(f"{src}: no decodable video frames")
+    expected = vin.frames or 0
+    if expected and n < expected - max(2, expected // 100):
+        raise MediaError(f"{src}: only {n} of {expected} frames decodable (file truncated?)")
+    for mf in masker.finish():
+        encode(mf)
+    t0 = perf_counter()
+    mux_video(out["v"].encode(None))
+    if out["a"] is not None:
+        for ch in chunks[out["ai"] :]:
+            cout.mux(out["a"].encode(ch))
+        cout.mux(out["a"].encode(None))
+    timings["encode"] += perf_counter() - t0
+    return {k: out[k] for k in ("width", "height", "rotation", "padded")}
+
+
+def _open_outputs(cout, vin, first: av.VideoFrame, c: FaceDeidConf, wave) -> dict[str, Any]:
+    rot = int(round((first.rotation or 0) / 90.0)) % 4 * 90  # counter-clockwise degrees
+    w, h = (first.width, first.height) if rot in (0, 180) else (first.height, first.width)
+    pad = (w % 2, h % 2)
+    rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(25)
+    # The encoder must work in the input time base too: in 1/rate, VFR pts would collide.
+    v = cout.add_stream("libx264", rate=rate, time_base=vin.time_base)
+    v.width, v.height, v.pix_fmt = w + pad[0], h + pad[1], "yuv420p"
+    v.options = {"crf": str(c.crf), "preset": c.preset}
+    a = None
+    if wave is not None:
+        a = cout.add_stream("aac", rate=SAMPLE_RATE)
+        a.layout, a.time_base = "mono", Fraction(1, SAMPLE_RATE)
+    end = vin.start_time + vin.duration if vin.duration and vin.start_time is not None else None
+    out = {"v": v, "a": a, "ai": 0, "rot": rot, "pad": pad, "rotation": rot, "end": end}
+    out.update(width=w + pad[0], height=h + pad[1], padded=list(pad))
+    return out

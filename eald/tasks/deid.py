@@ -1,0 +1,152 @@
+"""task=deid: turn a dataset root into a de-identified root with the same layout (paper stage 1).
+
+Faces are masked in every frame (eald.deid.face / eald.deid.video), voices anonymised with the
+McAdams coefficient (eald.deid.voice) and the original audio never reaches the output. Videos are
+processed by worker processes; each output is written atomically with a per-video report
+(`deid_reports/<id>.json`), and a rerun skips videos whose report matches the current settings
+unless `deid.force=true`. A bad video is recorded and the others go on; the run then exits
+non-zero with a summary.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from eald.cache import cache_key
+from eald.data.dataset import load_dataset
+from eald.data.media import MediaError
+from eald.io import write_json
+from eald.tasks.common import EaldError, RunContext, TaskResult, write_outputs
+
+VERSION = "deid-1"
+ANNOTATIONS = ("labels.csv", "nfbl.csv", "speakers.csv")
+
+
+def settings_hash(deid: dict[str, Any]) -> str:
+    """What changes an output; a report with another hash is redone."""
+    keep = {k: v for k, v in deid.items() if k not in ("output_root", "workers", "force")}
+    return cache_key({"version": VERSION, "deid": keep})[:16]
+
+
+def _lambda(deid: dict[str, Any], video_id: str) -> float:
+    from eald.deid.voice import draw_lambda
+
+    if deid["random_lambda"]:
+        return draw_lambda(video_id, deid["lambda_low"], deid["lambda_high"], deid["lambda_seed"])
+    return float(deid["lam"])
+
+
+def deid_one(job: tuple[str, str, str | None, str, dict[str, Any]]) -> dict[str, Any]:
+    """One video in a worker process. Returns a row; never raises for bad media."""
+    vid, src, audio_override, out_root, deid = job
+    from eald.deid.video import deidentify_video
+    from eald.deid.voice import mcadams
+
+    out = Path(out_root)
+    dst = out / "videos" / f"{vid}.mp4"
+    lam = _lambda(deid, vid)
+    t0 = time.perf_counter()
+    try:
+        report = deidentify_video(
+            Path(src), dst, OmegaConf.create(deid["face"]),
+            audio_override=Path(audio_override) if audio_override else None,
+            anonymise_audio=partial(mcadams, lam=lam), lam=lam,
+        )  # fmt: skip
+    except MediaError as err:
+        return {"video_id": vid, "status": "media_error", "error": str(err)}
+    wave = report.pop("anonymised_audio", None)
+    if audio_override and wave is not None:
+        from eald.data.synth import write_wav
+
+        write_wav(out / "audio" / f"{vid}.wav", wave, 16000)  # the override, anonymised too
+    report.update(video_id=vid, settings=settings_hash(deid), lam=lam,
+                  seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
+    write_json(out / "deid_reports" / f"{vid}.json", report)
+    return {"video_id": vid, "status": "ok", "deid": _summary(report)}
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("frames", "frames_with_faces", "fallback_frames", "lam", "audio", "seconds")
+    out = {k: report.get(k) for k in keys}
+    if isinstance(out["fallback_frames"], list):
+        out["fallback_frames"] = len(out["fallback_frames"])
+    return out
+
+
+def _done(out: Path, vid: str, settings: str) -> dict[str, Any] | None:
+    import json
+
+    rep, dst = out / "deid_reports" / f"{vid}.json", out / "videos" / f"{vid}.mp4"
+    if not (rep.is_file() and dst.is_file()):
+        return None
+    try:
+        report = json.loads(rep.read_text())
+    except ValueError:
+        return None
+    return report if report.get("settings") == settings else None
+
+
+def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
+    deid = OmegaConf.to_container(cfg.deid, resolve=True)
+    if not deid.get("output_root"):
+        raise EaldError("deid.output_root is not set: where should the de-identified root go?")
+    src_root, out = Path(cfg.dataset.root).resolve(), Path(deid["output_root"]).resolve()
+    if out == src_root:
+        raise EaldError(f"deid.output_root={out} is the dataset root: originals would be replaced")
+    d = cfg.dataset
+    ds = load_dataset(src_root, d.videos_dir, d.labels_file, d.nfbl_file, d.audio_dir)
+    ids = list(ds.videos)[: cfg.limit] if cfg.limit else list(ds.videos)
+    settings = settings_hash(deid)
+    rows: dict[str, dict[str, Any]] = {}
+    jobs = []
+    for vid in ids:
+        v = ds.videos[vid]
+        if v.path is None:
+            rows[vid] = {"video_id": vid, "status": "missing", "error": f"no video file for {vid}"}
+        elif not deid["force"] and (rep := _done(out, vid, settings)) is not None:
+            rows[vid] = {"video_id": vid, "status": "ok", "skipped": True, "deid": _summary(rep)}
+        else:
+            audio = str(v.audio_path) if v.audio_path else None
+            jobs.append((vid, str(v.path), audio, str(out), deid))
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    workers = int(deid["workers"])
+    bar = tqdm(total=len(jobs), desc="deid", unit="video")
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            for row in pool.map(deid_one, jobs):
+                rows[row["video_id"]] = row
+                bar.update(1)
+    else:
+        for job in jobs:
+            row = deid_one(job)
+            rows[row["video_id"]] = row
+            bar.update(1)
+    bar.close()
+    for name in ANNOTATIONS:  # annotations carry over unchanged (they hold no identity)
+        if (src_root / name).is_file():
+            shutil.copyfile(src_root / name, out / f".{name}.tmp")
+            (out / f".{name}.tmp").replace(out / name)
+    ordered = [rows[i] for i in ids]
+    for r in ordered:
+        v = ds.videos[r["video_id"]]
+        r.update(label=v.label, prediction=None, confidence=None)
+    failed = [r for r in ordered if r["status"] != "ok"]
+    metrics = write_outputs(ctx, ordered, extra={
+        "deid": {"videos": len(ordered), "processed": len(jobs), "failed": len(failed),
+                 "skipped": sum(bool(r.get("skipped")) for r in ordered), "output_root": str(out)},
+    })  # fmt: skip
+    print(f"\nde-identified {len(ordered) - len(failed)}/{len(ordered)} videos into {out} "
+          f"({len(jobs)} processed, {metrics['deid']['skipped']} already done)")  # fmt: skip
+    for r in failed:
+        print(f"  FAILED {r['video_id']}: {r['error']}")
+    if failed:
+        raise EaldError(f"deid: {len(failed)} of {len(ordered)} videos failed (listed above)")
+    return TaskResult(ordered, metrics)
