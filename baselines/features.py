@@ -14,9 +14,8 @@ Device and batch size are left out on purpose: features extracted on a GPU
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from eald.cache import cache_key
 from eald.data.dataset import Video
 from eald.data.media import file_fingerprint
 from eald.data.sampling import Window
-from eald.io import atomic_write_text
+from eald.io import atomic_write_bytes, atomic_write_text
 
 FEATURES_VERSION = "features-1"  # bump when the models' sampling/pooling code changes features
 # Keys of BaselineConf that change features; the rest are training or run settings.
@@ -89,17 +88,9 @@ class FeatureStore:
         if vec.ndim != 1 or not np.isfinite(vec).all():
             raise ValueError(f"feature vector must be finite and 1-D, got shape {vec.shape}")
         atomic_write_text(self._path(key, ".json"), json.dumps({**meta, "dim": len(vec)}) + "\n")
-        npy = self._path(key, ".npy")
-        fd, tmp = tempfile.mkstemp(dir=npy.parent, prefix=f".{npy.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, vec)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, npy)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        np.save(buf, vec)
+        atomic_write_bytes(self._path(key, ".npy"), buf.getvalue())
 
     def put_error(self, key: str, err: BaselineInputError, meta: dict[str, Any]) -> None:
         atomic_write_text(self._path(key, ".err.json"), json.dumps({**meta, "error": str(err)}))

@@ -14,6 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from eald.deid.settings import FaceDeidConf
 from eald.mllm.schemas import PandaGPTConf, VideoLlamaConf
 
 
@@ -206,26 +207,6 @@ class OfflineJudgeConf:
 
 
 @dataclass
-class FaceConf:
-    """Face masking (task=deid). See eald/deid/face.py for the levers."""
-
-    detector: str = "cnn"  # cnn (dlib MMOD, the paper's) | hog (fast)
-    detect_max_side: int | None = 640  # detect on a copy downscaled to this max side
-    upsample: int = 0
-    stride: int = 1  # detect every k frames (1: every frame, as the paper)
-    between: str = "interpolate"  # hold | interpolate boxes between detections
-    dilate: float = 1.3
-    safety_dilate: float = 1.15  # extra on frames without a detection of their own
-    mode: str = "blur"  # blur | fill
-    blur_strength: float = 1.0
-    on_error: str = "blur_frame"  # blur_frame | raise
-    max_lost: int = 8
-    on_lost: str = "blur_frame"  # blur_frame | none
-    crf: int = 18
-    preset: str = "veryfast"
-
-
-@dataclass
 class DeidConf:
     output_root: str | None = None  # required by task=deid: the de-identified dataset root
     workers: int = 2  # processes across videos
@@ -235,7 +216,7 @@ class DeidConf:
     lambda_low: float = 0.5
     lambda_high: float = 0.9
     lambda_seed: int = 0
-    face: FaceConf = field(default_factory=FaceConf)
+    face: FaceDeidConf = field(default_factory=FaceDeidConf)
 
 
 @dataclass

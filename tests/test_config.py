@@ -52,6 +52,17 @@ def test_every_experiment_composes(option):
     validate(_compose(f"experiment={option}", "dataset.root=/x"))
 
 
+@pytest.mark.parametrize("option", _options("method"))
+def test_every_method_composes(option):
+    cfg = _compose(f"method={option}", "dataset.root=/x")
+    validate(cfg)
+    kind, component = option.split("_", 1)
+    if kind == "probe":
+        assert (cfg.task.value, cfg.baseline.name) == ("probe", component)
+    else:
+        assert (cfg.task.value, cfg.backbone.name) == ("zeroshot", component)
+
+
 def test_hydra_launchers_compose():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for opt in ("joblib", "submitit_slurm"):
@@ -103,3 +114,10 @@ def test_cli_reports_bad_value_without_traceback(tmp_path: Path):
     r = run_cli("sequence.fraction=1.5", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert r.returncode != 0
     assert "sequence.fraction=1.5" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_experiment_values_override_the_primary_config():
+    cfg = _compose("experiment=smoke")
+    assert (cfg.limit, cfg.sampling.num_frames, cfg.sampling.audio_clips) == (2, 8, 2)
+    cfg = _compose("experiment=supp_table1_sequence", "backbone=tiny")
+    assert cfg.backbone.name == "tiny" and cfg.modality.name == "van"

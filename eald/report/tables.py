@@ -13,6 +13,9 @@ from eald.report.collect import SETTING_KEYS, Run, Setting
 
 METRICS = (("accuracy", "Accuracy"), ("f1", "F-score"), ("precision", "Precision"),
            ("score", "Score"))  # fmt: skip
+# Column titles as the paper words them (backbones are "MLLM", baselines are "Method").
+_HEADS = {"backbone.name": "MLLM", "baseline.name": "Method", "task": "Task",
+          "judge.name": "Judge", "protocol.name": "Protocol"}  # fmt: skip
 PAPER_TABLES = ("table3", "table4", "supp1", "supp2", "supp3")
 
 
@@ -75,7 +78,7 @@ def label_columns(rows: list[dict[str, Any]], tex: bool) -> tuple[list[str], lis
                 f = r["setting"].get(key)
                 c.append("–" if f is None else f"{100 * float(f):g}")
         else:
-            heads.append({"backbone.name": "MLLM", "baseline.name": "Method"}.get(key, key))
+            heads.append(_HEADS.get(key, key))
             for c, r in zip(cells, rows, strict=True):
                 c.append(str(r["setting"].get(key)))
     if not varying:  # a single setting: name it fully
@@ -83,6 +86,13 @@ def label_columns(rows: list[dict[str, Any]], tex: bool) -> tuple[list[str], lis
         for c, r in zip(cells, rows, strict=True):
             c.append(", ".join(f"{k}={v}" for k, v in r["setting"].items() if v is not None))
     return heads, cells
+
+
+def setting_names(rows: list[dict[str, Any]]) -> list[str]:
+    """Short plain-text names for settings (stats tables, plot titles, wandb)."""
+    keys = _varying(rows) or list(SETTING_KEYS)
+    return [", ".join(f"{k.split('.')[0]}={r['setting'].get(k)}" for k in keys
+                      if r["setting"].get(k) is not None) or "-" for r in rows]  # fmt: skip
 
 
 def _matches(setting: dict[str, Any], match: dict[str, Any]) -> bool:
@@ -98,15 +108,20 @@ def _matches(setting: dict[str, Any], match: dict[str, Any]) -> bool:
 
 def attach_paper(rows: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
     """Adds `paper` (the reported numbers) to matching rows; unmatched paper rows become rows."""
-    used = set()
-    for r in rows:
-        for i, pr in enumerate(paper_table(table)["rows"]):
-            if i not in used and _matches(r["setting"], pr["match"]):
-                r["paper"], r["paper_name"] = pr, pr["name"]
-                used.add(i)
-                break
-    extra = [{"setting": dict(pr["match"]), "paper": pr, "paper_name": pr["name"], "missing": True}
-             for i, pr in enumerate(paper_table(table)["rows"]) if i not in used]  # fmt: skip
+    taken: set[int] = set()
+    extra = []
+    for pr in paper_table(table)["rows"]:
+        cands = [i for i, r in enumerate(rows)
+                 if i not in taken and not r.get("missing") and _matches(r["setting"], pr["match"])]  # fmt: skip
+        if not cands:
+            extra.append({"setting": dict(pr["match"]), "paper": pr, "paper_name": pr["name"],
+                          "missing": True})  # fmt: skip
+            continue
+        # Among matches, the one on the paper's protocol wins (then the first, in setting order).
+        prefer = pr.get("prefer") or {}
+        best = max(cands, key=lambda i: (_matches(rows[i]["setting"], prefer), -i))
+        rows[best]["paper"], rows[best]["paper_name"] = pr, pr["name"]
+        taken.add(best)
     return rows + extra
 
 
@@ -125,7 +140,9 @@ def render(rows: list[dict[str, Any]], fmt: str, paper: str | None = None) -> st
     heads, labels = label_columns(rows, tex)
     if paper:  # the paper's row name makes the match visible (and names rows we did not run)
         heads = ["Paper row", *heads]
-        labels = [[str(r.get("paper_name", "–")), *lab] for r, lab in zip(rows, labels, strict=True)]
+        labels = [
+            [str(r.get("paper_name", "–")), *lab] for r, lab in zip(rows, labels, strict=True)
+        ]
     cols = list(heads)
     for _, title in METRICS:
         cols.append(title + (r" (\%)" if tex and title != "Score" else ""))
@@ -148,7 +165,7 @@ def render(rows: list[dict[str, Any]], fmt: str, paper: str | None = None) -> st
                  r"\midrule", *(" & ".join(c.replace("_", r"\_") for c in b) + r" \\"
                                 for b in body), r"\bottomrule", r"\end{tabular}"]  # fmt: skip
         lines[2] = lines[2].replace("n_failed", r"n\_failed")
-        return "\n".join(lines)
+        return "\n".join(lines).replace("–", "--")  # plain ASCII dashes for any TeX engine
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(b) + " |" for b in body]
     return "\n".join(lines)
