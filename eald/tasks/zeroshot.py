@@ -71,7 +71,8 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     except ValueError as err:  # bad judge config, e.g. an unset API key variable
         raise EaldError(str(err)) from err
     if cfg.backbone.name == "tiny" or cfg.backbone.get("tiny"):
-        print(f"NOTE: backbone={cfg.backbone.name} (tiny) has random weights: its descriptions are noise, and so are the "
+        label = "tiny" if cfg.backbone.name == "tiny" else f"{cfg.backbone.name} (tiny config)"
+        print(f"NOTE: backbone={label} has random weights: its descriptions are noise, and so are the "
               "metrics of this run. Use a real backbone for results.")  # fmt: skip
     cache = StageCache(cfg.cache.dir)
     b_ident, j_ident = backbone_identity(cfg.backbone), judge.identity()
