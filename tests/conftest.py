@@ -34,6 +34,18 @@ def demo_root(tmp_path_factory) -> Path:
     return generate_demo(tmp_path_factory.mktemp("demo") / "data", videos=4, seconds=6.0, seed=0)
 
 
+def sample_cfg(fraction: float = 1.0, seed: int = 0, mods: str = "van", **sampling):
+    """The config slice sample_video reads, from conf/config.yaml with overrides."""
+    from omegaconf import OmegaConf
+
+    base = OmegaConf.load(REPO / "conf" / "config.yaml")
+    return OmegaConf.create({
+        "seed": seed, "sequence": {"fraction": fraction}, "nfbl_text": base.nfbl_text,
+        "sampling": {**base.sampling, **sampling},
+        "modality": {"video": "v" in mods, "audio": "a" in mods, "nfbl": "n" in mods},
+    })  # fmt: skip
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     """Run `eald-run ARGS` as a real subprocess (the console script's module)."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}

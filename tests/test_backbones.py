@@ -14,7 +14,7 @@ from eald.data.dataset import load_dataset
 from eald.data.sampling import sample_video
 from eald.mllm import BackboneError, build_backbone
 from eald.testing.openai_server import FakeOpenAIServer, Reply
-from tests.conftest import REPO
+from tests.conftest import REPO, sample_cfg
 
 BASE = OmegaConf.load(REPO / "conf" / "config.yaml")
 MODALITIES = ["v", "a", "n", "va", "vn", "an", "van"]
@@ -27,12 +27,9 @@ def _conf(group: str, name: str, **over):
 
 
 def _sample(root, mods: str, vid: str = "1"):
-    cfg = OmegaConf.create({
-        "seed": 0, "sequence": {"fraction": 1.0}, "nfbl_text": BASE.nfbl_text,
-        "sampling": {**BASE.sampling, "num_frames": 6, "audio_clips": 3},
-        "modality": {"video": "v" in mods, "audio": "a" in mods, "nfbl": "n" in mods},
-    })  # fmt: skip
-    return sample_video(load_dataset(root).videos[vid], cfg)
+    return sample_video(
+        load_dataset(root).videos[vid], sample_cfg(mods=mods, num_frames=6, audio_clips=3)
+    )
 
 
 def test_openai_backbone_parts_follow_the_modalities(demo_root):

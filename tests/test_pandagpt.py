@@ -22,7 +22,7 @@ from eald.mllm import CLIP_MEAN, CLIP_STD, BackboneError
 from eald.mllm import pandagpt as pg
 from eald.mllm.convert import CheckpointError, load_checkpoint
 from eald.mllm.imagebind import ImageBindConfig
-from tests.conftest import REPO
+from tests.conftest import REPO, sample_cfg
 
 BASE = OmegaConf.load(REPO / "conf" / "config.yaml")
 LAYERS = 2
@@ -33,12 +33,9 @@ def _conf(**over) -> OmegaConf:
 
 
 def _sample(root: Path, mods: str, vid: str = "1") -> Sample:
-    cfg = OmegaConf.create({
-        "seed": 0, "sequence": {"fraction": 1.0}, "nfbl_text": BASE.nfbl_text,
-        "sampling": {**BASE.sampling, "num_frames": 8, "audio_clips": 3},
-        "modality": {"video": "v" in mods, "audio": "a" in mods, "nfbl": "n" in mods},
-    })  # fmt: skip
-    return sample_video(load_dataset(root).videos[vid], cfg)
+    return sample_video(
+        load_dataset(root).videos[vid], sample_cfg(mods=mods, num_frames=8, audio_clips=3)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -18,22 +18,9 @@ from eald.data.sampling import (
     sequence_window,
 )
 from eald.data.synth import read_index_code, write_mp4, write_wav
-from tests.conftest import REPO
+from tests.conftest import REPO, sample_cfg
 
 CFG = OmegaConf.load(REPO / "conf" / "config.yaml")
-
-
-def _cfg(fraction=1.0, seed=0, mods="van", **sampling):
-    cfg = OmegaConf.create(
-        {
-            "seed": seed,
-            "sequence": {"fraction": fraction},
-            "sampling": {**CFG.sampling, **sampling},
-            "nfbl_text": CFG.nfbl_text,
-            "modality": {"video": "v" in mods, "audio": "a" in mods, "nfbl": "n" in mods},
-        }
-    )
-    return cfg
 
 
 def test_window_same_seed_same_window_and_in_range():
@@ -72,7 +59,7 @@ def test_clip_spans_spread_like_imagebind():
 def test_sampled_frames_are_exactly_the_requested_indices(demo_root, fraction, seed):
     ds = load_dataset(demo_root)
     for video in ds.videos.values():
-        s = sample_video(video, _cfg(fraction, seed, "v"))
+        s = sample_video(video, sample_cfg(fraction, seed, "v"))
         got = [read_index_code(f) for f in s.frames]
         assert got == s.frame_indices
         assert s.frame_times == [i / 25.0 for i in s.frame_indices]
@@ -97,7 +84,7 @@ def test_read_frames_any_order_repeats_and_equals_full_decode(demo_root):
 def test_audio_window_and_fbank_clips(demo_root):
     ds = load_dataset(demo_root)
     v = ds.videos["2"]
-    s = sample_video(v, _cfg(0.5, 2, "a"))
+    s = sample_video(v, sample_cfg(0.5, 2, "a"))
     assert s.fbank.shape == (8, 1, 128, 204)
     assert s.frames is None and s.nfbl is None
     assert s.clip_spans[0][0] == pytest.approx(s.window.start_s)
@@ -119,11 +106,11 @@ def test_audio_override_wav_is_used(demo_root, tmp_path):
     ds = load_dataset(root)
     v = ds.videos["0"]
     assert v.audio_path == root / "audio" / "0.wav"
-    s = sample_video(v, _cfg(1.0, 0, "a"))
+    s = sample_video(v, sample_cfg(1.0, 0, "a"))
     assert s.notes == ["audio from 0.wav"]
     wave = read_audio(v.audio_path, 0.0, 1.0, 16000)
     assert np.allclose(wave, 0.5 * np.sin(2 * np.pi * 440 * t[:16000]), atol=2e-4)
-    ref = sample_video(load_dataset(demo_root).videos["0"], _cfg(1.0, 0, "a"))
+    ref = sample_video(load_dataset(demo_root).videos["0"], sample_cfg(1.0, 0, "a"))
     assert not np.allclose(s.fbank, ref.fbank)
 
 
@@ -147,7 +134,7 @@ def test_nfbl_text_relative_times_and_counts():
 
 def test_modalities_off_are_not_sampled(demo_root):
     v = load_dataset(demo_root).videos["0"]
-    s = sample_video(v, _cfg(1.0, 0, "n"))
+    s = sample_video(v, sample_cfg(1.0, 0, "n"))
     assert s.frames is None and s.fbank is None and s.nfbl.startswith("Non-facial")
 
 

@@ -38,6 +38,7 @@ from eald.data.synth import (
     write_mp4,
 )
 from eald.data.taxonomy import NFBL_CLASSES
+from eald.io import atomic_write_text
 
 SAMPLE_RATE = 16000
 _FORMAT_VERSION = 2  # bump when the generator's output changes, to invalidate old demos
@@ -188,12 +189,6 @@ def _events(vid: int, seed: int, seconds: float) -> list[tuple[float, float, str
     return rows
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -255,7 +250,7 @@ def generate_demo(
     with ThreadPoolExecutor(max_workers=max(1, min(videos, os.cpu_count() or 1))) as pool:
         list(pool.map(one, range(videos)))
 
-    _write_text_atomic(
+    atomic_write_text(
         out / "labels.csv",
         _csv_text(["video_id", "label"], [(i, label_of(i)) for i in range(videos)]),
     )
@@ -264,17 +259,17 @@ def generate_demo(
         for i in range(videos)
         for s, e, c in _events(i, seed, n_frames / fps)
     ]
-    _write_text_atomic(
+    atomic_write_text(
         out / "nfbl.csv", _csv_text(["video_id", "start_s", "end_s", "class_id"], rows)
     )
     # Speaker identities are ground truth for the voice privacy audit (task=audit).
-    _write_text_atomic(
+    atomic_write_text(
         out / "speakers.csv",
         _csv_text(
             ["video_id", "speaker_id"], [(i, f"spk{i % len(SPEAKERS)}") for i in range(videos)]
         ),
     )
-    _write_text_atomic(meta, json.dumps(params, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(meta, json.dumps(params, indent=2, sort_keys=True) + "\n")
     return out
 
 

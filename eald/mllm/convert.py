@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from eald.data.media import file_fingerprint
+
 __all__ = [
     "Apply",
     "CheckpointError",
@@ -42,7 +44,6 @@ log = logging.getLogger("eald.convert")
 # Wrapper keys training frameworks put around a state dict, tried in this order.
 WRAPPER_KEYS = ("model", "state_dict", "module")
 MAX_LISTED = 20  # keys named in one error message; the rest are counted
-_MIB = 1 << 20
 
 # A rule is (regex, replacement) applied with re.fullmatch + Match.expand, or a callable that
 # returns the new key, or None when it does not apply.
@@ -318,11 +319,5 @@ def fingerprint_files(paths: Iterable[str | Path]) -> str:
     """
     h = hashlib.sha256()
     for p in map(Path, paths):
-        size = p.stat().st_size
-        h.update(f"{p.name}\0{size}\0".encode())
-        with p.open("rb") as f:
-            h.update(f.read(_MIB))
-            if size > _MIB:
-                f.seek(max(size - _MIB, _MIB))
-                h.update(f.read(_MIB))
+        h.update(f"{p.name}\0{file_fingerprint(p)}\0".encode())
     return h.hexdigest()
