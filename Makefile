@@ -12,7 +12,7 @@ export HYDRA_FULL_ERROR ?= 0
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@command -v espeak-ng >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null \
@@ -21,6 +21,12 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]'
+	# MTCNN (the de-identification gate's and the audit's independent face detector) ships its
+	# weights in facenet-pytorch, whose metadata pins an old torch: installed alone, it runs.
+	$(PY) -m pip install -q --no-deps 'facenet-pytorch==2.6.0'
+	# Test-only reference: torchaudio's own Kaldi fbank (pure Python), unpacked beside the venv
+	# and never imported by eald (torchaudio would pin an old torch as a dependency).
+	$(PY) -m pip install -q --no-deps --upgrade --target .venv/torchaudio-ref 'torchaudio==2.11.0'
 	touch $(STAMP)
 
 $(DEMO)/demo.json: $(STAMP)

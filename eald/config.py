@@ -14,7 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from eald.deid.settings import FaceDeidConf
+from eald.deid.settings import DETECTOR_NAMES, FaceDeidConf
 from eald.mllm.schemas import PandaGPTConf, VideoLlamaConf
 
 
@@ -224,9 +224,11 @@ class AuditConf:
     original_root: str | None = None  # null: dataset.root
     deid_root: str | None = None  # null: deid.output_root
     frames_per_video: int = 8
-    detect_max_side: int = 640
     face_threshold: float = 0.6  # dlib's same-identity distance
-    upsample: int = 0
+    # null: a detector family the masking did not use (mtcnn after the default masking)
+    detectors: list[str] | None = None
+    min_face_px: int | None = None  # null: the de-identification's own
+    judge_below: float = 0.5  # originals with a face in fewer sampled frames: cannot judge
 
 
 @dataclass
@@ -301,7 +303,33 @@ def validate(cfg: DictConfig) -> None:
     _check(split in ("train", "test", "all"), "protocol.split", split, "train | test | all")
     _check(cfg.logger.name in ("none", "wandb"), "logger.name", cfg.logger.name, "none | wandb")
     fc = cfg.deid.face
-    _check(fc.detector in ("cnn", "hog"), "deid.face.detector", fc.detector, "cnn | hog")
+    dets = list(fc.detectors)
+    _check(
+        bool(dets) and set(dets) <= set(DETECTOR_NAMES) and len(set(dets)) == len(dets),
+        "deid.face.detectors", dets, f"a list of distinct names from {list(DETECTOR_NAMES)}",
+    )  # fmt: skip
+    vw = list(fc.verify_with or [])
+    _check(
+        set(vw) <= set(DETECTOR_NAMES), "deid.face.verify_with", vw,
+        f"a list of names from {list(DETECTOR_NAMES)}",
+    )  # fmt: skip
+    _check(fc.min_face_px >= 1, "deid.face.min_face_px", fc.min_face_px, "must be >= 1")
+    _check(
+        fc.detect_max_side is None or fc.detect_max_side >= 32, "deid.face.detect_max_side",
+        fc.detect_max_side, "must be null (automatic) or >= 32",
+    )  # fmt: skip
+    _check(
+        fc.upsample is None or fc.upsample >= 0, "deid.face.upsample", fc.upsample,
+        "must be null (automatic) or >= 0",
+    )  # fmt: skip
+    _check(
+        fc.on_no_faces in ("blur_all", "fail", "warn"), "deid.face.on_no_faces", fc.on_no_faces,
+        "blur_all | fail | warn",
+    )  # fmt: skip
+    _check(0 <= fc.no_faces_below <= 1, "deid.face.no_faces_below", fc.no_faces_below, "in [0, 1]")
+    _check(fc.verify_stride >= 1, "deid.face.verify_stride", fc.verify_stride, "must be >= 1")
+    _check(fc.verify_rounds >= 1, "deid.face.verify_rounds", fc.verify_rounds, "must be >= 1")
+    _check(0 < fc.verify_covered <= 1, "deid.face.verify_covered", fc.verify_covered, "in (0, 1]")
     _check(fc.stride >= 1, "deid.face.stride", fc.stride, "must be >= 1")
     _check(fc.dilate >= 1, "deid.face.dilate", fc.dilate, "must be >= 1")
     _check(

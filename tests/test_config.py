@@ -94,6 +94,12 @@ def test_part_protocol_is_the_papers():
         ("protocol.split=dev", "protocol.split"),
         ("seed=-1", "seed"),
         ("deid.face.stride=16", "deid.face.max_lost"),
+        ("deid.face.detectors=[yolo]", "deid.face.detectors"),
+        ("deid.face.detectors=[]", "deid.face.detectors"),
+        ("deid.face.verify_with=[cnn,yolo]", "deid.face.verify_with"),
+        ("deid.face.min_face_px=0", "deid.face.min_face_px"),
+        ("deid.face.on_no_faces=maybe", "deid.face.on_no_faces"),
+        ("deid.face.verify_stride=0", "deid.face.verify_stride"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, key):

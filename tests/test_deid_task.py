@@ -34,7 +34,7 @@ def test_deid_then_rerun_then_audit(faces_root: Path, tmp_path: Path):
     truncate_file(src / "videos" / "2.mp4", 0.4)  # a corrupt file: recorded, the others go on
     out = tmp_path / "deid"
     args = ["task=deid", f"dataset.root={src}", f"deid.output_root={out}",
-            "deid.face.detector=hog", "deid.workers=2"]  # fmt: skip
+            "deid.face.detectors=[hog]", "deid.face.min_face_px=80", "deid.workers=2"]  # fmt: skip
     r = run_cli(*args, f"hydra.run.dir={tmp_path}/r1", cwd=tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "deid: 1 of 3 videos failed" in r.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,11 +28,19 @@ from eald.data.synth import (
     write_mp4,
     write_wav,
 )
-from eald.deid.face import CnnDetector, HogDetector, dlib_model_path
+from eald.deid.detectors import DlibCnn, DlibHog, Plan, dlib_model_path
 from eald.deid.video import FaceDeidConf, deidentify_video
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-HOG = FaceDeidConf(detector="hog", stride=1)
+HOG = FaceDeidConf(detectors=["hog"], min_face_px=80, stride=1)  # 80 px: HOG's own minimum
+
+
+def HogDetector(max_side, upsample):  # noqa: N802 - the real dlib HOG at a 640-px frame's scale
+    return DlibHog(Plan("hog", min(1.0, (max_side or 640) / 640), upsample, 0.0))
+
+
+def CnnDetector(max_side, upsample):  # noqa: N802
+    return DlibCnn(Plan("cnn", 1.0, upsample, 0.0))
 
 
 def _anonymiser():
@@ -114,10 +123,12 @@ def test_cnn_deid_leaves_no_detectable_face(demo, tmp_path):
     x0, y0 = int(np.clip((d.x0 + d.x1) // 2 - 160, 0, 320)), int(np.clip(d.y1 - 180, 0, 240))
     crop = [np.ascontiguousarray(f[y0 : y0 + 240, x0 : x0 + 320]) for f in frames[i0 : i0 + 3]]
     src, dst = write_mp4(tmp_path / "c.mp4", lambda i: crop[i], 3, 25), tmp_path / "out" / "c.mp4"
-    rep = deidentify_video(src, dst, FaceDeidConf(detector="cnn", stride=1), return_boxes=True)
+    rep = deidentify_video(
+        src, dst, FaceDeidConf(detectors=["cnn"], min_face_px=80, stride=1), return_boxes=True
+    )
     assert rep["frames"] == 3 and rep["detections"] == 3
     assert rep["faces_detected"] == 3 and rep["frames_with_faces"] == 3  # CNN finds every face
-    assert rep["fallback_frames"] == [] and rep["detector"] == "cnn"
+    assert rep["fallback_frames"] == [] and rep["detectors"][0]["name"] == "cnn"
     out, _ = _decode(dst)
     hog = HogDetector(None, 1)  # upsampled: finds faces down to ~40 px
     assert [len(hog.detect(f)) for f in out] == [0, 0, 0]
@@ -158,7 +169,7 @@ def test_masked_face_not_recognised(demo, hog_out):
 def test_stride_masks_cover_every_frame_detection(demo, tmp_path):
     # Video 0: HOG misses the face on ~40% of frames, so masks must bridge missed anchors.
     src = demo / "videos" / "0.mp4"
-    conf = FaceDeidConf(detector="hog", stride=3, between="interpolate")
+    conf = FaceDeidConf(detectors=["hog"], min_face_px=80, stride=3, between="interpolate")
     rep = deidentify_video(src, tmp_path / "o.mp4", conf, anonymise_audio=_anonymiser(),
                            return_boxes=True)  # fmt: skip
     assert rep["detections"] == 18  # frames 0, 3, ..., 48 and the last one
@@ -213,7 +224,7 @@ def test_no_audio_track_and_audio_override(demo, frames1, tmp_path):
     assert y.size == 3840 and abs(np.corrcoef(voice[:3840], y)[0, 1]) < 0.9
 
 
-class FaultyHog(HogDetector):
+class FaultyHog(DlibHog):
     """The real HOG detector with one injected fault: it raises on frame 3."""
 
     def detect(self, rgb):
@@ -227,8 +238,13 @@ def test_detector_error_blurs_whole_frame(frames1, tmp_path):
     src = write_mp4(tmp_path / "s.mp4", lambda i: frames[i], 8, 25, audio=np.zeros(5120))
     out = tmp_path / "out"
     rep = deidentify_video(src, out / "s.mp4", HOG, anonymise_audio=_anonymiser(),
-                           return_boxes=True, detector=FaultyHog(640, 0))  # fmt: skip
-    assert rep["fallback_frames"] == [3] and rep["fallback_reasons"] == {"error": 1, "lost": 0}
+                           return_boxes=True, detector=FaultyHog(Plan("hog", 1.0, 0, 0.0)))  # fmt: skip
+    assert rep["fallback_frames"] == [3] and rep["fallback_reasons"] == {
+        "error": 1,
+        "lost": 0,
+        "verify": 0,
+        "no_faces": 0,
+    }
     assert rep["detection_errors"][0]["frame"] == 3 and rep["boxes"][3] == [[0, 0, 640, 480]]
     got, _ = _decode(out / "s.mp4")
 
@@ -237,8 +253,8 @@ def test_detector_error_blurs_whole_frame(frames1, tmp_path):
 
     assert sharp(got[3]) < 0.05 * sharp(got[2])  # whole frame blurred, index band included
     with pytest.raises(RuntimeError, match="injected"):
-        deidentify_video(src, out / "r.mp4", FaceDeidConf(detector="hog", on_error="raise"),
-                         anonymise_audio=_anonymiser(), detector=FaultyHog(640, 0))  # fmt: skip
+        deidentify_video(src, out / "r.mp4", FaceDeidConf(detectors=["hog"], min_face_px=80, on_error="raise"),
+                         anonymise_audio=_anonymiser(), detector=FaultyHog(Plan("hog", 1.0, 0, 0.0)))  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["s.mp4"]  # failure: no file, no temp
 
 
@@ -251,12 +267,15 @@ def test_lost_faces_held_then_whole_frame(frames1, tmp_path):
         return img
 
     src = write_mp4(tmp_path / "s.mp4", frame, 14, 25)
-    conf = FaceDeidConf(detector="hog", max_lost=3)
+    # the face is gone from most frames: on_no_faces=warn publishes (the default would fail)
+    conf = FaceDeidConf(detectors=["hog"], min_face_px=80, max_lost=3, on_no_faces="warn")
     rep = deidentify_video(src, tmp_path / "o.mp4", conf, return_boxes=True)
+    assert rep["warnings"] and rep["warnings"][0].startswith("no_faces: faces found in 6 of 14")
     assert rep["fallback_frames"] == [9, 10, 11] and rep["fallback_reasons"]["lost"] == 3
     assert all(len(rep["boxes"][i]) == 1 for i in range(0, 9))  # detected, then held 3 frames
     assert rep["boxes"][12] == rep["boxes"][13] == []
-    conf = FaceDeidConf(detector="hog", max_lost=3, on_lost="none", between="hold", stride=2)
+    conf = FaceDeidConf(detectors=["hog"], min_face_px=80, max_lost=3, on_lost="none",
+                        between="hold", stride=2, on_no_faces="warn")  # fmt: skip
     rep = deidentify_video(src, tmp_path / "o.mp4", conf, return_boxes=True)
     assert rep["fallback_frames"] == [] and rep["frames_with_faces"] == 8  # 5 + held 3
 
@@ -297,7 +316,8 @@ def test_odd_size_padded_to_even(frames1, tmp_path):
     odd = [np.ascontiguousarray(f[:241, :321]) for f in frames1[:6]]
     src = _write_raw(tmp_path / "odd.mp4", odd, pix_fmt="yuv444p")  # 4:4:4 allows odd sizes
     assert (probe(src).width, probe(src).height) == (321, 241)
-    rep = deidentify_video(src, tmp_path / "o.mp4", HOG)
+    # the 321x241 crop cuts the face off: a geometry test, so no_faces only warns
+    rep = deidentify_video(src, tmp_path / "o.mp4", replace(HOG, on_no_faces="warn"))
     b = probe(Path(rep["dst"]))
     assert (b.width, b.height, b.num_frames) == (322, 242, 6) and rep["padded"] == [1, 1]
     got, _ = _decode(Path(rep["dst"]))
@@ -335,11 +355,11 @@ def test_benchmark_fps(tmp_path):
     root = generate_demo(tmp_path / "b", videos=1, seconds=10, width=1280, height=720, fps=32)
     src = root / "videos" / "0.mp4"
     # HOG needs faces of ~80 px at the size it runs at: at 640 px this clip's are ~55 px.
-    for det, stride, side in (("hog", 4, 640), ("hog", 4, None), ("cnn", 8, 640)):
-        conf = FaceDeidConf(detector=det, stride=stride, detect_max_side=side)
+    for det, stride, px in (("hog", 4, 80), ("centerface", 4, 40), ("cnn", 8, 160)):
+        conf = FaceDeidConf(detectors=[det], stride=stride, min_face_px=px)
         t0 = time.perf_counter()
         rep = deidentify_video(src, tmp_path / f"{det}.mp4", conf)
         wall = time.perf_counter() - t0
-        print(f"\n{det} stride {stride} max side {side}: {rep['frames'] / wall:.1f} fps, "
+        print(f"\n{det} stride {stride} min face {px}: {rep['frames'] / wall:.1f} fps, "
               f"{rep['timings']}, faces on {rep['frames_with_faces']}/{rep['frames']}, "
               f"fallbacks {rep['fallback_reasons']}")  # fmt: skip

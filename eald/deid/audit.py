@@ -1,8 +1,11 @@
 """Privacy audit: how much identity survives de-identification.
 
-Faces: dlib CNN detections and 128-d embeddings on the same sampled frames of both roots; a frame
-leaks when a de-identified face is within `face_threshold` of the original identity. Voices:
-Resemblyzer similarities and same/different-speaker EERs (labels from `speakers.csv`).
+Faces: detections and dlib 128-d embeddings on the same sampled frames of both roots; a frame
+leaks when a de-identified face is within `face_threshold` of the original identity. The audit's
+detector is of a family the masking did not use (read from the root's `deid_reports/`), at a
+scale that sees `min_face_px` faces: a check that shares the masker's blind spot proves nothing.
+A video whose originals show a face in fewer than half the sampled frames cannot be judged, and
+says so. Voices: Resemblyzer similarities and same/different-speaker EERs (`speakers.csv`).
 """
 
 from __future__ import annotations
@@ -30,41 +33,82 @@ from eald.log import Logger
 SR = 16000
 
 
+# The audit's detector when none is named: the first whose family the masking did not use.
+AUDIT_PREFERENCE = ("mtcnn", "centerface", "cnn", "hog")
+
+
 @dataclass
 class AuditConf:
     frames_per_video: int = 8
-    detect_max_side: int = 640  # the CNN runs on a copy this large at most; boxes are mapped back
     face_threshold: float = 0.6  # dlib's same-person threshold on embedding distance
-    upsample: int = 0  # CNN upsampling passes (each finds 2x smaller faces at 4x the cost)
+    detectors: Any = None  # list[str] | None; None: a family the masking did not use
+    min_face_px: Any = None  # int | None; None: the de-identification's own (or 40)
+    judge_below: float = 0.5  # originals with a face in fewer sampled frames: cannot judge
     out_dir: Any = "."  # str | Path; Any keeps the dataclass usable as a Hydra schema
+
+
+def masking_settings(deid_root: Path) -> tuple[list[str] | None, int | None]:
+    """(the detectors the de-identification used, its min_face_px), from its per-video reports;
+    None where no report says."""
+    import json
+
+    found: list[str] = []
+    px = None
+    for rep in sorted((Path(deid_root) / "deid_reports").glob("*.json")):
+        try:
+            settings = json.loads(rep.read_text()).get("face_settings")
+        except ValueError:
+            continue
+        if not isinstance(settings, dict):
+            continue
+        for d in settings.get("detectors") or [settings.get("detector")]:
+            if d and d not in found:
+                found.append(d)
+        px = px or settings.get("min_face_px")
+    return found or None, px
+
+
+def choose_detectors(named: list[str] | None, masking: list[str] | None) -> list[str]:
+    """The audit's detectors: none of them of a family the masking used."""
+    from eald.deid.detectors import DETECTORS
+
+    used = {DETECTORS[m].family for m in masking or [] if m in DETECTORS}
+    if named:
+        same = [d for d in named if d not in DETECTORS or DETECTORS[d].family in used]
+        if same:
+            raise ValueError(
+                f"audit.detectors={list(named)}: {same} unknown or of a family the masking used "
+                f"({sorted(used)}); an audit that shares the masker's blind spot proves nothing"
+            )
+        return list(named)
+    return [next(d for d in AUDIT_PREFERENCE if DETECTORS[d].family not in used)]
 
 
 @lru_cache(maxsize=1)
 def _embedders() -> tuple[Any, Any]:
     import dlib  # heavy: only when an audit actually runs
 
-    from eald.deid.face import dlib_model_path
+    from eald.deid.detectors import dlib_model_path
 
     sp = dlib_model_path("shape_predictor_5_face_landmarks.dat")
     rec = dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")
     return dlib.shape_predictor(str(sp)), dlib.face_recognition_model_v1(str(rec))
 
 
-@lru_cache(maxsize=4)
-def _detector(max_side: int, upsample: int) -> Any:
-    from eald.deid.face import CnnDetector
+@lru_cache(maxsize=8)
+def _detector(names: tuple[str, ...], min_face_px: int, width: int, height: int) -> Any:
+    from eald.deid.detectors import UnionDetector, plan_detectors
 
-    # The de-identification stage's own detector: downscales to max_side, maps boxes back.
-    return CnnDetector(max_side, upsample)
+    return UnionDetector(plan_detectors(list(names), min_face_px, width, height))
 
 
-def face_embeddings(frame: np.ndarray, max_side: int = 640, upsample: int = 0) -> np.ndarray:
-    """(k, 128) dlib embeddings of the k faces found in an RGB uint8 frame (k may be 0)."""
+def face_embeddings(frame: np.ndarray, detector: Any) -> np.ndarray:
+    """(k, 128) dlib embeddings of the k faces ``detector`` finds in an RGB uint8 frame."""
     import dlib
 
     shape_pred, rec = _embedders()
     out = []
-    for d in _detector(max_side, upsample).detect(frame):
+    for d in detector.detect(frame):
         # Landmarks and embeddings on the full-resolution frame: sharper aligned face chips.
         box = dlib.rectangle(d.x0, d.y0, d.x1 - 1, d.y1 - 1)  # dlib's corners are inclusive
         out.append(np.array(rec.compute_face_descriptor(frame, shape_pred(frame, box))))
@@ -85,20 +129,23 @@ def _memo(fn: Callable[..., Any], path: Path, *args: Any) -> Any:
     return _CACHE[key]
 
 
-def _video_faces(path: Path, idx: list[int], fps: float, m: int, up: int) -> list[np.ndarray]:
-    return [face_embeddings(f, m, up) for f in read_frames(path, idx, fps)]
+def _video_faces(path: Path, idx: list[int], fps: float, dets: tuple, px: int) -> list[np.ndarray]:
+    frames = read_frames(path, idx, fps)
+    detector = _detector(dets, px, frames.shape[2], frames.shape[1])
+    return [face_embeddings(f, detector) for f in frames]
 
 
-def _faces_one(vid: str, orig: Path, o_info: MediaInfo, deid: Path, conf: AuditConf) -> dict:
+def _faces_one(
+    vid: str, orig: Path, o_info: MediaInfo, deid: Path, conf: AuditConf, dets: tuple, px: int
+) -> dict:
     d_info = probe(deid)
     n = max(1, min(o_info.num_frames, int(d_info.duration_s * o_info.fps)))
     k = max(1, min(conf.frames_per_video, n))
     idx = [int((j + 0.5) * n / k) for j in range(k)]  # segment centres: uniform, no fade ends
     # Align by time, not index, in case the de-identified video was re-encoded at another rate.
     d_idx = [min(round(i / o_info.fps * d_info.fps), d_info.num_frames - 1) for i in idx]
-    m, up = conf.detect_max_side, conf.upsample
-    o_faces = _memo(_video_faces, orig, idx, o_info.fps, m, up)
-    d_faces = _memo(_video_faces, deid, d_idx, d_info.fps, m, up)
+    o_faces = _memo(_video_faces, orig, idx, o_info.fps, dets, px)
+    d_faces = _memo(_video_faces, deid, d_idx, d_info.fps, dets, px)
     found = [e for e in o_faces if len(e)]
     mean_ref = np.concatenate(found).mean(0, keepdims=True) if found else None
     dists: list[float | None] = []
@@ -108,9 +155,14 @@ def _faces_one(vid: str, orig: Path, o_info: MediaInfo, deid: Path, conf: AuditC
         dists.append(float(np.linalg.norm(d[:, None] - ref[None], axis=-1).min()) if ok else None)
     leaks = sum(x is not None and x <= conf.face_threshold for x in dists)
     n_o, n_d = sum(len(e) > 0 for e in o_faces), sum(len(e) > 0 for e in d_faces)
+    judged = n_o >= conf.judge_below * k
     return {
         "video_id": vid, "frames": k, "original_faces": n_o, "deid_faces": n_d, "leaks": leaks,
         "original_detection_rate": n_o / k, "deid_detection_rate": n_d / k,
+        "judged": judged,
+        "note": None if judged else (
+            f"the audit cannot judge this video: its detector ({'+'.join(dets)}) found a face "
+            f"in only {n_o} of {k} original frames"),
         # Undefined when the original never shows a face: there is no identity to leak.
         "leak_rate": leaks / k if mean_ref is not None else None,
         "indices": idx, "min_distance": dists,
@@ -216,6 +268,10 @@ def audit(
     conf_dict["out_dir"] = str(conf_dict["out_dir"])
     original_root, deid_root = Path(original_root), Path(deid_root)
     ds = load_dataset(original_root)
+    masking, deid_px = masking_settings(deid_root)
+    dets = tuple(choose_detectors(list(conf.detectors) if conf.detectors else None, masking))
+    px = int(conf.min_face_px or deid_px or 40)
+    conf_dict.update(detectors=list(dets), min_face_px=px, masking_detectors=masking)
     errors: list[dict[str, str]] = []
     face_rows: list[dict] = []
     dpaths = {vid: next((p for e in VIDEO_EXTS if (p := deid_root / "videos" / f"{vid}{e}")
@@ -230,7 +286,7 @@ def audit(
             msg = f"missing (tried {', '.join(VIDEO_EXTS)})"
         else:
             try:
-                face_rows.append(_faces_one(vid, v.path, v.info, dpath, conf))
+                face_rows.append(_faces_one(vid, v.path, v.info, dpath, conf, dets, px))
             except (MediaError, OSError) as e:  # the message starts with the failing file
                 file = dpath if str(e).startswith(str(dpath)) else v.path
                 msg = str(e).removeprefix(f"{file}: ")
@@ -251,6 +307,9 @@ def audit(
         "face_deid_detection_rate": _rate(face_rows, "deid_faces"),
         # Pooled over the videos whose original shows a face (the others cannot leak one).
         "face_leak_rate": _rate([r for r in face_rows if r["leak_rate"] is not None], "leaks"),
+        "face_leaks": sum(r["leaks"] for r in face_rows),
+        "face_leak_videos": sum(r["leaks"] > 0 for r in face_rows),
+        "face_unjudged_videos": sum(not r["judged"] for r in face_rows),
         "voice_videos": voices["same_video"]["n"],
         **{f"voice_sim_{k}_mean": voices[k]["mean"]
            for k in ("same_video", "same_speaker", "different_speaker")},
@@ -320,6 +379,9 @@ def _markdown(r: dict[str, Any]) -> str:
         f"`{r['deid_root']}`: {s['videos']} videos, {s['errors']} error(s).", "",
         f"## Faces ({s['face_videos']} videos, {s['face_frames']} sampled frames, "
         f"match distance <= {r['faces']['threshold']})", "",
+        f"Detector `{'+'.join(r['conf']['detectors'])}` at faces from "
+        f"{r['conf']['min_face_px']} px; the masking used "
+        f"`{'+'.join(r['conf']['masking_detectors'] or ['unknown'])}`.", "",
         _row("video", "frames", "original detection", "de-identified detection", "leak rate"),
         _row(*["---"] * 5),
     ]  # fmt: skip
@@ -328,6 +390,11 @@ def _markdown(r: dict[str, Any]) -> str:
     rows.append(("**all**", s["face_frames"], s["face_original_detection_rate"],
                  s["face_deid_detection_rate"], s["face_leak_rate"]))  # fmt: skip
     lines += [_row(a, b, *(_f(x, True) for x in rest)) for a, b, *rest in rows]
+    if s["face_leaks"]:
+        lines += ["", f"**LEAK: {s['face_leaks']} frame(s) in {s['face_leak_videos']} video(s) "
+                  "show a face of the original identity.**"]  # fmt: skip
+    lines += [f"- video {x['video_id']}: {x['note']}" for x in r["faces"]["per_video"]
+              if x["note"]]  # fmt: skip
     sims = [("original vs anonymised, same video", v["same_video"]),
             ("original vs original, same speaker", v["same_speaker"]),
             ("original vs original, different speakers", v["different_speaker"])]  # fmt: skip

@@ -1,7 +1,8 @@
 """Face masking for de-identification (paper stage 1: dlib CNN faces blurred in every frame).
 
-Levers: detector (dlib CNN/MMOD as the paper, or HOG) and its input size, a detection stride,
-dilation, blur or fill. Fails closed: detector errors and lost faces blur whole frames.
+Levers: a union of detectors (eald.deid.detectors: dlib CNN/MMOD as the paper, HOG, CenterFace,
+MTCNN) at the scales ``min_face_px`` needs, a detection stride, dilation, blur or fill. Fails
+closed: detector errors and lost faces blur whole frames; eald.deid.verify checks the output.
 
 Temporal rule (``FaceMasker``). The detector runs on "anchor" frames (every ``stride``-th and the
 last); faces are linked across anchors into tracks (IoU / centre distance). A frame is decided
@@ -11,6 +12,8 @@ once the anchors ``max_lost + stride`` frames later are known:
   missed detections (a track still held at the previous anchor can be found again); for a track
   first seen at anchor t, its box (swept back along its motion) down to the previous anchor; for
   a track last seen at anchor s, its box (swept on along its motion) up to frame s + ``max_lost``;
+  and where a track ends at anchor s while another starts at the next anchor t (a face moved
+  further than the matcher allows), the box enclosing both, bridging the frames between;
 * ``on_lost=blur_frame``: with F the last anchor <= f that found any face, frame f is blurred
   whole when ``max_lost < f - F <= 2 * max_lost`` (lost longer than held boxes last; after
   another ``max_lost`` frames without faces the people are taken to have left);
@@ -20,113 +23,31 @@ once the anchors ``max_lost + stride`` frames later are known:
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from pathlib import Path
 from time import perf_counter
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end-exclusive
+from eald.deid.detectors import Box, Detection, Detector, UnionDetector, iou, plan_detectors
 
 
-def dlib_model_path(name: str) -> Path:
-    """A dlib model file from `face-recognition-models`, located without importing the package
-    (its ``__init__`` needs pkg_resources, often absent)."""
-    candidates: list[Path] = []
-    try:
-        dist = importlib.metadata.distribution("face-recognition-models")
-        candidates.append(Path(str(dist.locate_file(f"face_recognition_models/models/{name}"))))
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    spec = importlib.util.find_spec("face_recognition_models")  # finds, does not execute
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        candidates.append(Path(loc) / "models" / name)
-    for p in (p for p in candidates if p.is_file()):
-        return p
-    raise FileNotFoundError(
-        f"dlib model {name!r} not found: install it with `pip install face-recognition-models`"
-    )
-
-
-class Detection(NamedTuple):
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    score: float
-
-
-class Detector(Protocol):
-    name: str
-
-    def detect(self, rgb: np.ndarray) -> list[Detection]: ...
-
-
-class _DlibDetector:
-    """Runs on a copy whose long side is at most ``max_side``; boxes come back in full-res
-    coordinates. The dlib model loads lazily so instances pickle (process pools)."""
-
-    name = "cnn"
-
-    def __init__(self, max_side: int | None = 640, upsample: int = 0) -> None:
-        self.max_side, self.upsample = max_side, int(upsample)
-        self._model: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None}
-
-    def _run(self, img: np.ndarray) -> list[tuple[Any, float]]:
-        import dlib
-
-        if self.name == "cnn":
-            if self._model is None:
-                path = dlib_model_path("mmod_human_face_detector.dat")
-                self._model = dlib.cnn_face_detection_model_v1(str(path))
-            return [(d.rect, d.confidence) for d in self._model(img, self.upsample)]
-        if self._model is None:
-            self._model = dlib.get_frontal_face_detector()
-        rects, scores, _ = self._model.run(img, self.upsample, 0.0)
-        return list(zip(rects, scores, strict=True))
-
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        h, w = rgb.shape[:2]
-        s, img = 1.0, rgb
-        if self.max_side and max(h, w) > self.max_side:
-            s = self.max_side / max(h, w)
-            size = (max(1, round(w * s)), max(1, round(h * s)))
-            img = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        out = []
-        for r, score in self._run(np.ascontiguousarray(img, dtype=np.uint8)):
-            # dlib rectangles are inclusive and may poke out of the image: clip, round outward
-            x0, y0 = max(0, math.floor(r.left() / s)), max(0, math.floor(r.top() / s))
-            x1, y1 = min(w, math.ceil((r.right() + 1) / s)), min(h, math.ceil((r.bottom() + 1) / s))
-            if x1 > x0 and y1 > y0:
-                out.append(Detection(x0, y0, x1, y1, float(score)))
-        return out
-
-
-class CnnDetector(_DlibDetector):
-    """dlib's CNN (MMOD) face detector, the paper's; finds faces of about 80 px and larger."""
-
-    name = "cnn"
-
-
-class HogDetector(_DlibDetector):
-    """dlib's HOG frontal face detector: ~50x faster on CPU, misses more (profile, blur)."""
-
-    name = "hog"
-
-
-def make_detector(conf: Any) -> Detector:
-    """The detector a conf (``detector``, ``detect_max_side``, ``upsample``) asks for."""
-    cls = {"cnn": CnnDetector, "hog": HogDetector}[conf.detector]
-    return cls(conf.detect_max_side, conf.upsample)
+def make_detector(conf: Any, width: int, height: int, verify: bool = False) -> UnionDetector:
+    """The union of detectors a FaceDeidConf asks for, at the scales that let it see
+    ``min_face_px`` faces in ``width`` x ``height`` frames (ScaleError when it cannot); with
+    ``verify``, the gate's: those detectors at their verify thresholds plus ``verify_with``."""
+    plans = plan_detectors(
+        list(conf.detectors), conf.min_face_px, width, height,
+        conf.detect_max_side, conf.upsample, verify=verify,
+    )  # fmt: skip
+    if verify:  # the independent verifiers run at their own native scale (they see small faces)
+        extra = [d for d in conf.verify_with if d not in conf.detectors]
+        if extra:
+            plans += plan_detectors(extra, conf.min_face_px, width, height, verify=True)
+    return UnionDetector(plans)
 
 
 def dilate_box(box: Box | tuple[float, ...], factor: float, width: int, height: int) -> Box:
@@ -139,21 +60,13 @@ def dilate_box(box: Box | tuple[float, ...], factor: float, width: int, height: 
     )  # fmt: skip
 
 
-def _iou(a: Box, b: Box) -> float:
-    iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def match_boxes(prev: list[Box], new: list[Box], gaps: list[int]) -> list[tuple[int, int]]:
     """Greedy one-to-one matching by IoU, then centre distance; the distance allowed grows with
     the frames since the previous box was seen (``gaps``): faces move between detections."""
     cands = []
     for i, a in enumerate(prev):
         for j, b in enumerate(new):
-            ov = _iou(a, b)
+            ov = iou(a, b)
             d = np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
             size = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
             if ov >= 0.1 or d <= (0.5 + 0.15 * gaps[i]) * size:
@@ -228,6 +141,7 @@ class FaceMasker:
         self._anchors: dict[int, _Anchor] = {}
         self._order: list[int] = []  # anchor indices, ascending
         self._face_anchors: list[int] = []
+        self.changed: set[int] = set()  # anchors whose detections did not all continue tracks
         self._tracks: list[list[tuple[int, Box]]] = []  # per track: (anchor, raw box), ascending
         self._last_good: int | None = None
         self._n = 0
@@ -261,11 +175,14 @@ class FaceMasker:
             return
         live = [tr for tr in self._tracks if self._linkable(tr[-1][0])]
         prev, gaps = [tr[-1][1] for tr in live], [i - tr[-1][0] for tr in live]
+        recent = {k for k, tr in enumerate(live) if tr[-1][0] == self._last_good}
         pairs = match_boxes(prev, [tuple(d[:4]) for d in faces], gaps)
         for ti, di in pairs:
             live[ti].append((i, tuple(faces[di][:4])))
         matched = {di for _, di in pairs}
         self._tracks += [[(i, tuple(d[:4]))] for k, d in enumerate(faces) if k not in matched]
+        if len(matched) < len(faces) or not recent <= {ti for ti, _ in pairs}:
+            self.changed.add(i)  # a face appeared, or one seen at the last anchor was not found
         if faces:
             self._face_anchors.append(i)
         self._last_good = i
@@ -304,10 +221,35 @@ class FaceMasker:
                 if raw is not None:
                     factor = c.dilate * (1.0 if own else c.safety_dilate)
                     boxes.append(dilate_box(raw, factor, w, h))
+            if f != left:
+                boxes += [dilate_box(b, c.dilate * c.safety_dilate, w, h)
+                          for b in self._bridges(left, right)]  # fmt: skip
             mask_boxes(rgb, boxes, c.mode, c.blur_strength)
         self.timings["mask"] += perf_counter() - t0
         a = self._anchors.get(f)
         return MaskedFrame(f, rgb, boxes, whole, a is not None, len(a.faces) if a else 0)
+
+    def _bridges(self, left: int, right: int) -> list[tuple[int, ...]]:
+        """Boxes enclosing a track that ends at anchor ``left`` and one that starts at the next
+        anchor ``right``, nearest pairs first: the same face, moved too far to be matched."""
+        ended, started = [], []
+        for tr in self._tracks:
+            j = bisect_left(tr, left, key=lambda e: e[0])
+            if j < len(tr) and tr[j][0] == left and (j + 1 == len(tr) or tr[j + 1][0] > right):
+                ended.append(tr[j][1])
+            if tr[0][0] == right:
+                started.append(tr[0][1])
+        pairs = sorted(
+            (np.hypot(a[0] + a[2] - b[0] - b[2], a[1] + a[3] - b[1] - b[3]), i, k)
+            for i, a in enumerate(ended) for k, b in enumerate(started)
+        )  # fmt: skip
+        used_i, used_k, out = set(), set(), []
+        for _, i, k in pairs:
+            if i not in used_i and k not in used_k:
+                used_i.add(i), used_k.add(k)
+                a, b = ended[i], started[k]
+                out.append((min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])))
+        return out
 
     def _track_box(self, tr: list[tuple[int, Box]], f: int, right: int) -> tuple[Any, bool]:
         """(raw box of the track at frame f or None, whether it was detected on f)."""

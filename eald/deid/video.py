@@ -12,7 +12,9 @@ Streams frame by frame with PyAV (memory: the masker's look-ahead of a few frame
   so odd frames are padded by one replicated column/row; the report's ``padded`` says by how much.
 * Audio: the original track is never copied. It (or ``audio_override``) is decoded to 16 kHz mono,
   anonymised, and encoded as mono AAC of the video's duration. No audio: no audio stream.
-* The output is written to a temp file next to ``dst`` and renamed, so it is complete or absent.
+* The output is written to a temp file next to ``dst``, scanned by the verification gate
+  (eald.deid.verify; leaks re-masked whole in a second write of the same temp), and only then
+  renamed: it is complete and verified, or absent.
 """
 
 from __future__ import annotations
@@ -30,8 +32,18 @@ import av
 import numpy as np
 
 from eald.data.media import MediaError, MediaInfo, probe, read_audio
-from eald.deid.face import Detector, FaceMasker, MaskedFrame, make_detector
+from eald.deid.detectors import DETECTORS
+from eald.deid.face import (
+    Box,
+    Detector,
+    FaceMasker,
+    MaskedFrame,
+    make_detector,
+    mask_boxes,
+    mask_whole_frame,
+)
 from eald.deid.settings import FaceDeidConf
+from eald.deid.verify import NoFacesError, UnverifiedError, around, verify_output
 
 SAMPLE_RATE = 16000
 
@@ -84,6 +96,33 @@ def _aac_frames(wave: np.ndarray) -> list[av.AudioFrame]:
     return list(rs.resample(frame)) + list(rs.resample(None))
 
 
+class ReplayMasker:
+    """Re-applies the first pass's mask boxes (no detection), blurring the frames in ``whole``
+    whole: a second write of the same video after the verifier found a face."""
+
+    def __init__(self, boxes: list[list[Box]], whole: dict[int, str], conf: FaceDeidConf) -> None:
+        self.boxes, self.whole, self.c, self._n = boxes, whole, conf, 0
+        self.timings = {"mask": 0.0}
+
+    def push(self, rgb: np.ndarray) -> list[MaskedFrame]:
+        i, self._n = self._n, self._n + 1
+        t0 = perf_counter()
+        h, w = rgb.shape[:2]
+        # a frame the first pass never saw cannot be trusted: blurred whole (fail closed)
+        reason = self.whole.get(i) or (None if i < len(self.boxes) else "error")
+        if reason:
+            boxes = [(0, 0, w, h)]
+            mask_whole_frame(rgb, self.c.mode, self.c.blur_strength)
+        else:
+            boxes = list(self.boxes[i])
+            mask_boxes(rgb, boxes, self.c.mode, self.c.blur_strength)
+        self.timings["mask"] += perf_counter() - t0
+        return [MaskedFrame(i, rgb, boxes, reason, False, 0)]
+
+    def finish(self) -> list[MaskedFrame]:
+        return []
+
+
 def deidentify_video(
     src: Path,
     dst: Path,
@@ -93,62 +132,147 @@ def deidentify_video(
     lam: float = 0.8,
     return_boxes: bool = False,
     detector: Detector | None = None,
+    verifier: Detector | None = None,
 ) -> dict[str, Any]:
     """Write a de-identified copy of ``src`` to ``dst`` and return its report.
 
     ``anonymise_audio(x, 16000)`` anonymises the voice (default: McAdams with ``lam``). The report
     is JSON-ready except ``anonymised_audio`` (float32 mono at 16 kHz of the whole source audio,
     or None): pop it before writing. ``return_boxes`` adds each frame's mask boxes;
-    ``detector`` replaces the one ``conf`` asks for. Raises MediaError (naming the file) for
-    unreadable, truncated or empty videos; no partial output or temp file is left behind.
+    ``detector`` / ``verifier`` replace the unions ``conf`` asks for. Raises MediaError (naming
+    the file) for unreadable, truncated or empty videos, ScaleError when the detectors cannot see
+    ``min_face_px`` faces, NoFacesError (``on_no_faces=fail``) and UnverifiedError (a face is
+    still found in the output); then no output or temp file is left behind.
     """
     t_all = perf_counter()
     src, dst = Path(src), Path(dst)
     c = FaceDeidConf.from_any(conf)
     info = probe(src)
-    timings = dict.fromkeys(("decode", "detect", "mask", "encode", "audio"), 0.0)
+    # Scales are planned before any work: a union that cannot see min_face_px fails here.
+    det = detector or make_detector(c, info.width, info.height)
+    ver = verifier or make_detector(c, info.width, info.height, verify=True)
+    timings = dict.fromkeys(("decode", "detect", "mask", "encode", "audio", "verify"), 0.0)
     # Audio first: its stream must exist before the muxer writes a header, and it fails fast.
     t0 = perf_counter()
     full_wave, wave = _anonymised_audio(src, info, audio_override, anonymise_audio, lam)
     timings["audio"] = perf_counter() - t0
-    masker = FaceMasker(detector or make_detector(c), c)
+    masker = FaceMasker(det, c)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{dst.suffix}")
-    st: dict[str, Any] = {"boxes": [], "whole": {}, "faces": 0, "detected": 0, "with_faces": 0}
-    try:
+    tmps: list[Path] = []
+
+    def write(m: Any) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+        tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{dst.suffix}")
+        tmps.append(tmp)
+        st: dict[str, Any] = {"boxes": [], "whole": {}, "faces": 0, "detected": 0,
+                              "with_faces": 0, "anchors": {}}  # fmt: skip
         with av.open(str(src)) as cin, av.open(str(tmp), "w", format="mp4") as cout:
-            geo = _transcode(src, cin, cout, masker, c, wave, st, timings)
+            geo = _transcode(src, cin, cout, m, c, wave, st, timings)
+        return tmp, geo, st
+
+    try:
+        tmp, geo, st = write(masker)
+        n = len(st["boxes"])
+        errs = {i for i, _ in masker.errors}
+        anchors = {i: (None if i in errs else k) for i, k in st["anchors"].items()}
+        warnings, force = _no_faces(src, c, anchors, st, n)
+        if verifier is None and not set(map(_family, c.verify_with)) - set(
+            map(_family, c.detectors)
+        ):
+            warnings.append("verification shares the masker's blind spot: deid.face.verify_with "
+                            "adds no detector family that did not mask")  # fmt: skip
+        final, rounds = st, []
+        for r in range(c.verify_rounds + 1):
+            if force:  # write again from the source: first-pass boxes, these frames whole
+                tmp, geo, final = write(ReplayMasker(st["boxes"], {**st["whole"], **force}, c))
+            t0 = perf_counter()
+            v = verify_output(
+                tmp, final["boxes"], anchors, set(final["whole"]), ver, c, masker.changed
+            )
+            timings["verify"] += perf_counter() - t0
+            rounds.append(v)
+            if not v["leak_frames"]:
+                break
+            if r == c.verify_rounds:
+                raise UnverifiedError(
+                    f"{src}: a face is still found at frames {v['leak_frames'][:10]} after "
+                    f"{r} re-masking round(s) (deid.face.verify_rounds={c.verify_rounds})"
+                )
+            radius = max(c.stride, c.verify_stride)
+            force.update(dict.fromkeys(sorted(around(v["leak_frames"], radius, n)), "verify"))
         os.replace(tmp, dst)
     except av.FFmpegError as err:
         raise MediaError(f"{src}: de-identification failed ({err})") from err
     finally:
-        tmp.unlink(missing_ok=True)
-    timings.update({k: v for k, v in masker.timings.items()})
+        for t in tmps:
+            t.unlink(missing_ok=True)
+    timings["detect"] = masker.timings["detect"]
+    timings["mask"] = masker.timings["mask"]
     total = perf_counter() - t_all
-    n = len(st["boxes"])
     hist: dict[str, int] = {}
-    for i, b in enumerate(st["boxes"]):
-        key = "whole" if i in st["whole"] else str(len(b))
+    for i, b in enumerate(final["boxes"]):
+        key = "whole" if i in final["whole"] else str(len(b))
         hist[key] = hist.get(key, 0) + 1
+    whole = final["whole"]
     report: dict[str, Any] = {
         "src": str(src), "dst": str(dst), "frames": n, "fps": info.fps,
         "duration_s": info.duration_s, "vfr": info.vfr, **geo,
-        "detector": c.detector, "stride": c.stride, "settings": asdict(c),
+        "detectors": _plans(det), "min_face_px": c.min_face_px, "stride": c.stride,
+        "face_settings": asdict(c),
         "detections": st["detected"], "faces_detected": st["faces"],
         "frames_with_faces": st["with_faces"],
-        "fallback_frames": sorted(st["whole"]),
-        "fallback_reasons": {r: list(st["whole"].values()).count(r) for r in ("error", "lost")},
+        "detection_frames_with_faces": sum(bool(k) for k in anchors.values()),
+        "fallback_frames": sorted(whole),
+        "fallback_reasons": {r: list(whole.values()).count(r)
+                             for r in ("error", "lost", "verify", "no_faces")},
         "detection_errors": [{"frame": i, "error": e} for i, e in masker.errors[:20]],
         "boxes_per_frame": dict(sorted(hist.items())),
+        "verification": {
+            "how": (f"the written output decoded; every {c.verify_stride}th frame and every frame "
+                    "of segments whose detection counts changed, frames blurred whole skipped; "
+                    f"a face < {c.verify_covered:.0%} inside the masks is a leak"),
+            "detectors": _plans(ver), "rounds": rounds,
+            "remasked_frames": sum(r == "verify" for r in whole.values()),
+            "result": "verified",
+        },
+        "warnings": warnings,
         "lam": float(lam), "audio": "none" if wave is None else "anonymised",
         "audio_source": None if wave is None else ("override" if audio_override else "input"),
         "timings": {**{k: round(v, 4) for k, v in timings.items()}, "total": round(total, 4),
                     "fps": round(n / total, 3) if total > 0 else None},
         "anonymised_audio": full_wave,
     }  # fmt: skip
-    if return_boxes:
-        report["boxes"] = [[list(b) for b in bs] for bs in st["boxes"]]
+    if return_boxes:  # what was published, and what the masker alone had (before the gate)
+        report["boxes"] = [[list(b) for b in bs] for bs in final["boxes"]]
+        report["mask_boxes"] = [[list(b) for b in bs] for bs in st["boxes"]]
     return report
+
+
+def _family(name: str) -> str:
+    return DETECTORS[name].family
+
+
+def _plans(det: Any) -> Any:
+    """What a detector reports of itself: a union's plans and per-detector finds, else its name."""
+    return det.report() if hasattr(det, "report") else [{"name": getattr(det, "name", "custom")}]
+
+
+def _no_faces(
+    src: Path, c: FaceDeidConf, anchors: dict[int, int | None], st: dict[str, Any], n: int
+) -> tuple[list[str], dict[int, str]]:
+    """(warnings, frames to blur whole) for a video where most detection frames found no face;
+    raises NoFacesError under ``on_no_faces=fail``. A video blurred whole already is exempt."""
+    ok = [k for k in anchors.values() if k is not None]
+    found = sum(k > 0 for k in ok)
+    if not ok or len(st["whole"]) >= n or found >= c.no_faces_below * len(ok):
+        return [], {}
+    msg = (f"faces found in {found} of {len(ok)} detection frames (below "
+           f"{c.no_faces_below:.0%}): in an interview this is almost certainly a detector "
+           "problem")  # fmt: skip
+    if c.on_no_faces == "fail":
+        raise NoFacesError(f"{src}: {msg} (deid.face.on_no_faces=fail)")
+    if c.on_no_faces == "blur_all":
+        return [f"no_faces: {msg}; every frame blurred whole"], dict.fromkeys(range(n), "no_faces")
+    return [f"no_faces: {msg}; published with the masks found (on_no_faces=warn)"], {}
 
 
 def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
@@ -182,6 +306,8 @@ def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
             st["with_faces"] += 1
         st["detected"] += mf.detected
         st["faces"] += mf.faces
+        if mf.detected:
+            st["anchors"][mf.index] = mf.faces
         img = mf.rgb
         if out["pad"] != (0, 0):
             img = np.pad(img, ((0, out["pad"][1]), (0, out["pad"][0]), (0, 0)), mode="edge")

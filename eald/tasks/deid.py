@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,25 +60,67 @@ def deid_one(job: tuple[str, str, str | None, str, dict[str, Any]]) -> dict[str,
             audio_override=Path(audio_override) if audio_override else None,
             anonymise_audio=partial(mcadams, lam=lam), lam=lam,
         )  # fmt: skip
-    except MediaError as err:
-        return {"video_id": vid, "status": "media_error", "error": str(err)}
+    except Exception as err:  # noqa: BLE001 - every per-video failure becomes that video's row
+        status = next((s for cls, s in _failures() if isinstance(err, cls)), "failed: error")
+        msg = str(err) if status != "failed: error" else f"{src}: {type(err).__name__}: {err}"
+        # An output of earlier settings must not stay published beside a failed verification.
+        dst.unlink(missing_ok=True)
+        (out / "audio" / f"{vid}.wav").unlink(missing_ok=True)
+        write_json(out / "deid_reports" / f"{vid}.json", {
+            "video_id": vid, "status": status, "error": msg, "settings": settings_hash(deid),
+        })  # fmt: skip
+        return {"video_id": vid, "status": status, "error": msg}
     wave = report.pop("anonymised_audio", None)
     if audio_override and wave is not None:
         from eald.data.synth import write_wav
 
         write_wav(out / "audio" / f"{vid}.wav", wave, 16000)  # the override, anonymised too
-    report.update(video_id=vid, settings=settings_hash(deid), lam=lam,
+    report.update(video_id=vid, status="ok", settings=settings_hash(deid), lam=lam,
                   seconds=round(time.perf_counter() - t0, 3))  # fmt: skip
     write_json(out / "deid_reports" / f"{vid}.json", report)
     return {"video_id": vid, "status": "ok", "deid": _summary(report)}
 
 
+def _failures() -> list[tuple[type, str]]:
+    """A row's status by the exception that ended its video (imported when a video runs)."""
+    from eald.deid.detectors import ScaleError
+    from eald.deid.verify import NoFacesError, UnverifiedError
+
+    return [(MediaError, "media_error"), (UnverifiedError, "failed: unverified"),
+            (NoFacesError, "failed: no_faces"), (ScaleError, "failed: scale")]  # fmt: skip
+
+
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("frames", "frames_with_faces", "fallback_frames", "lam", "audio", "seconds")
+    keys = ("frames", "frames_with_faces", "fallback_frames", "lam", "audio", "seconds", "warnings")
     out = {k: report.get(k) for k in keys}
     if isinstance(out["fallback_frames"], list):
         out["fallback_frames"] = len(out["fallback_frames"])
+    v = report.get("verification") or {}
+    out["verified_frames"] = sum(r["scanned_frames"] for r in v.get("rounds", [])[-1:])
+    out["remasked_frames"] = v.get("remasked_frames")
     return out
+
+
+def _check_scales(face: dict[str, Any], ds: Any, ids: list[str]) -> None:
+    """Refuse at start-up a detector that is not installed, or a setting that cannot see
+    ``min_face_px`` faces in some video's frames (one line, naming the first such video)."""
+    from eald.deid.detectors import ScaleError, missing_detectors, plan_detectors
+
+    if gone := missing_detectors(list(face["detectors"]) + list(face["verify_with"] or [])):
+        raise EaldError("; ".join(gone))
+    seen: set[tuple[int, int]] = set()
+    for vid in ids:
+        info = ds.videos[vid].info
+        if info is None or (info.width, info.height) in seen:
+            continue
+        seen.add((info.width, info.height))
+        try:
+            plan_detectors(
+                list(face["detectors"]), face["min_face_px"], info.width, info.height,
+                face["detect_max_side"], face["upsample"], where=f"video {vid}: ",
+            )  # fmt: skip
+        except ScaleError as e:
+            raise EaldError(str(e)) from None
 
 
 def _done(out: Path, vid: str, settings: str) -> dict[str, Any] | None:
@@ -91,7 +133,8 @@ def _done(out: Path, vid: str, settings: str) -> dict[str, Any] | None:
         report = json.loads(rep.read_text())
     except ValueError:
         return None
-    return report if report.get("settings") == settings else None
+    ok = report.get("settings") == settings and report.get("status", "ok") == "ok"
+    return report if ok else None
 
 
 def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
@@ -104,6 +147,7 @@ def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     d = cfg.dataset
     ds = load_dataset(src_root, d.videos_dir, d.labels_file, d.nfbl_file, d.audio_dir)
     ids = list(ds.videos)[: cfg.limit] if cfg.limit else list(ds.videos)
+    _check_scales(deid["face"], ds, ids)
     settings = settings_hash(deid)
     rows: dict[str, dict[str, Any]] = {}
     jobs = []
@@ -121,7 +165,14 @@ def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     bar = tqdm(total=len(jobs), desc="deid", unit="video")
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-            for row in pool.map(deid_one, jobs):
+            futures = {pool.submit(deid_one, job): job for job in jobs}
+            for fut in as_completed(futures):
+                vid, src = futures[fut][:2]
+                try:
+                    row = fut.result()
+                except Exception as err:  # noqa: BLE001 - a worker that died (killed, crashed)
+                    row = {"video_id": vid, "status": "failed: error",
+                           "error": f"{src}: worker failed ({type(err).__name__}: {err})"}  # fmt: skip
                 rows[row["video_id"]] = row
                 bar.update(1)
     else:
@@ -139,6 +190,7 @@ def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         v = ds.videos[r["video_id"]]
         r.update(label=v.label, prediction=None, confidence=None)
     failed = [r for r in ordered if r["status"] != "ok"]
+    warned = [r for r in ordered if (r.get("deid") or {}).get("warnings")]
     metrics = write_outputs(ctx, ordered, extra={
         "deid": {"videos": len(ordered), "processed": len(jobs), "failed": len(failed),
                  "skipped": sum(bool(r.get("skipped")) for r in ordered), "output_root": str(out)},
@@ -146,7 +198,9 @@ def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     print(f"\nde-identified {len(ordered) - len(failed)}/{len(ordered)} videos into {out} "
           f"({len(jobs)} processed, {metrics['deid']['skipped']} already done)")  # fmt: skip
     for r in failed:
-        print(f"  FAILED {r['video_id']}: {r['error']}")
+        print(f"  FAILED ({r['status']}) {r['video_id']}: {r['error']}")
+    for r in warned:
+        print(f"  WARNING {r['video_id']}: {'; '.join(r['deid']['warnings'])}")
     if failed:
         raise EaldError(f"deid: {len(failed)} of {len(ordered)} videos failed (listed above)")
     return TaskResult(ordered, metrics)
