@@ -23,7 +23,6 @@ segments; SlowFast: concat(fast, slow) as SlowFastHead does; TimeSformer: the cl
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 
 from baselines import BaselineInputError
 from baselines.mmaction_compat import COMPAT_VERSION, import_mmaction
+from eald.mllm.convert import fingerprint_files
 
 VERSION = "1"  # bump when sampling, preprocessing or pooling changes (feature-cache key)
 log = logging.getLogger(__name__)
@@ -150,23 +150,6 @@ def model_config(name: str, tiny: bool) -> dict[str, Any]:
     return model
 
 
-def fingerprint(path: Path) -> str:
-    try:
-        from eald.mllm.convert import fingerprint_files
-
-        return fingerprint_files([path])
-    except ImportError:  # same recipe: name, size, first and last MiB
-        h = hashlib.sha256()
-        size = path.stat().st_size
-        h.update(f"{path.name}\0{size}\0".encode())
-        with path.open("rb") as fh:
-            h.update(fh.read(1 << 20))
-            if size > 1 << 20:
-                fh.seek(max(size - (1 << 20), 1 << 20))
-                h.update(fh.read(1 << 20))
-        return h.hexdigest()
-
-
 def load_checkpoint(model: torch.nn.Module, path: Path) -> dict[str, list[str]]:
     """Load an mmaction checkpoint ({"state_dict"} or {"meta", "state_dict"} or a bare state
     dict). Strict except the cls head (unused for features; its class count may differ)."""
@@ -243,7 +226,7 @@ class VideoBaseline:
 
         s = self.spec
         ckpt = (
-            {"path": str(self.checkpoint), "fingerprint": fingerprint(self.checkpoint)}
+            {"path": str(self.checkpoint), "fingerprint": fingerprint_files([self.checkpoint])}
             if self.checkpoint
             else {"random_init_seed": self.seed}
         )

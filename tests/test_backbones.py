@@ -108,3 +108,23 @@ def test_tiny_backbone_is_deterministic_and_sees_each_modality(demo_root):
 def test_unknown_backbone_is_rejected():
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone(OmegaConf.create({"name": "gpt5"}))
+
+
+def test_openai_prompt_describes_exactly_what_is_sent(demo_root):
+    """6 frames sampled, max_frames=4: the text says 4 frames (and the clips and seconds it
+    gets), never the sampler's count. Frames 0, 1, 3, 4 of the 6 are sent."""
+    with FakeOpenAIServer(lambda n, body: "ok") as server:
+        bb = build_backbone(_conf("backbone", "openai", base_url=server.base_url, max_frames=4))
+        sample = _sample(demo_root, "va")
+        bb.describe([sample], BASE.prompt)
+        parts = server.requests[0]["messages"][0]["content"]
+        texts = [p["text"] for p in parts if p["type"] == "text"]
+        dur = sample.window.duration_s
+        assert texts[0] == BASE.prompt.video_intro.format(n=4, duration=dur)
+        assert texts[0].startswith("These are 4 frames sampled")
+        assert texts[1] == BASE.prompt.audio_intro.format(n=3, clip_s=2.0, duration=dur)
+        sent = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+        from eald.mllm.openai_backbone import jpeg_b64
+
+        want = [f"data:image/jpeg;base64,{jpeg_b64(sample.frames[i], 85)}" for i in (0, 1, 3, 4)]
+        assert sent == want

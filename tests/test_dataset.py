@@ -116,3 +116,21 @@ def test_check_task_reports_every_problem_and_exits_nonzero(ds_copy: Path, tmp_p
     assert status == {"0": "invalid", "1": "ok", "2": "ok", "3": "invalid", "99": "missing"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (metrics["n_failed"], metrics["n"]) == (3, 0)
+
+
+def test_excel_bom_latin1_and_nan_times(ds_copy: Path):
+    labels, nfbl = ds_copy / "labels.csv", ds_copy / "nfbl.csv"
+    # Excel's "CSV UTF-8" starts with a byte-order mark: read as the file means it
+    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())
+    assert list(load_dataset(ds_copy).videos) == ["0", "1", "2", "3"]
+    # a Latin-1 file: one clear line naming the file and row, no traceback
+    body = nfbl.read_bytes()
+    nfbl.write_bytes(body + "0,1.0,2.0,N9 (rongé)\n".encode("latin-1"))
+    n = body.count(b"\n") + 1
+    with pytest.raises(DatasetError, match=rf"nfbl\.csv:{n}: not UTF-8 \(byte 0xe9"):
+        load_dataset(ds_copy)
+    # nan / inf times are not times
+    nfbl.write_bytes(body + b"0,nan,2.0,N9\n1,1.0,inf,N9\n")
+    problems = [str(p) for p in load_dataset(ds_copy).problems]
+    assert any(f"nfbl.csv:{n}:" in p and "not finite" in p for p in problems), problems
+    assert any(f"nfbl.csv:{n + 1}:" in p and "not finite" in p for p in problems), problems

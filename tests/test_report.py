@@ -140,3 +140,31 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
                  "--bootstrap", "50"]) == 0  # fmt: skip
     runs = list((out / "wandb").glob("offline-run-*"))
     assert runs and list(runs[0].glob("*.wandb"))
+
+
+def test_settings_differing_outside_the_name_are_not_merged_and_collisions_reported(tmp_path):
+    a = make_run(tmp_path / "a", preds_from_confusion(5, 0, 5, 0))
+    b = make_run(tmp_path / "b", preds_from_confusion(0, 5, 0, 5))
+    cfg = yaml.safe_load((b / ".hydra" / "config.yaml").read_text())
+    cfg["dataset"]["root"] = "/other"  # same name, seed and everything else: another dataset
+    (b / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    c = make_run(tmp_path / "c", preds_from_confusion(4, 1, 4, 1))  # a true duplicate of a
+    os.utime(c / "metrics.json", (2e9, 2e9))  # the newest
+    collisions: list = []
+    runs = collect([tmp_path], collisions)
+    rows = summarize(group(runs))
+    assert sorted(r["setting"]["variant"] for r in rows) == [
+        "dataset.root=/data",
+        "dataset.root=/other",
+    ]
+    assert sorted(r["accuracy"] for r in rows) == [0.0, 80.0]  # a's twin c won; b stands alone
+    assert collisions == [{"kept": str(c.resolve()), "dropped": str(a.resolve()), "seed": 0}]
+    md = render(rows, "md")
+    assert "| Variant |" in md and "dataset.root=/other" in md
+    out = tmp_path / "rep"
+    assert (
+        main([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c"), "--out", str(out)])
+        == 0
+    )
+    text = (out / "report.md").read_text()
+    assert "## Collisions (1)" in text and f"dropped `{a.resolve()}`" in text

@@ -72,6 +72,17 @@ def test_wandb_run_is_finished_on_error(demo_root: Path, tmp_path: Path):
     assert summarize_run(wb)["exit_code"] == 1
 
 
+def test_redact_keeps_settings_that_merely_contain_a_word():
+    cfg = {"backbone": {"max_new_tokens": 128, "tokenizer": "/w/tok", "pad_token_id": 0},
+           "judge": {"max_tokens": 64, "hf_token": "abc", "client_secret": "s"},
+           "note": "sk-proj0123456789abcdefXYZ", "auth": "Bearer abc.def"}  # fmt: skip
+    assert redact(cfg) == {
+        "backbone": {"max_new_tokens": 128, "tokenizer": "/w/tok", "pad_token_id": 0},
+        "judge": {"max_tokens": 64, "hf_token": "<redacted>", "client_secret": "<redacted>"},
+        "note": "<redacted>", "auth": "<redacted>",
+    }  # fmt: skip
+
+
 def test_redact_hides_credentials_but_keeps_env_var_names():
     cfg = {"judge": {"api_key": "sk-abc", "api_key_env": "OPENAI_API_KEY", "model": "m"},
            "x": [{"token": "t"}], "password": None}  # fmt: skip

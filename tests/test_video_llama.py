@@ -7,7 +7,9 @@ LLaMA folder) and loaded back through `load_video_llama`."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import shutil
 from pathlib import Path
 
@@ -154,6 +156,16 @@ def test_round_trip_is_exact(model_a, files):
     b = vl.load_video_llama(conf, files)
     assert b.load_reports["missing"] == ["audio_encoder", "llama_model"]  # loaded elsewhere
     assert "t5_proj.weight" in b.load_reports["qformer"]["ignored"]
+    # The AL file is loaded after ImageBind, as the original does: its log_logit_scale (3.0, ln 20
+    # rounded to bf16, as in the released file) wins over ImageBind's ln 20.
+    assert b.load_reports["al_over_imagebind"] == ["audio.log_logit_scale"]
+    assert b.audio_encoder.log_logit_scale.item() == 3.0
+    assert torch.load(files["imagebind"], weights_only=True)[
+        "modality_postprocessors.audio.1.log_logit_scale"
+    ].item() == pytest.approx(math.log(20))
+    model_a = copy.deepcopy(model_a)  # the model the files describe, with that precedence
+    with torch.no_grad():
+        model_a.audio_encoder.log_logit_scale.fill_(3.0)
     sa, sb = model_a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     assert [k for k in sa if not torch.equal(sa[k], sb[k])] == []
@@ -287,6 +299,26 @@ def test_prompt_text_follows_the_demo(tpl):
     assert segs[2].startswith("</Video>.                  Now answer")
 
 
+def test_bos_is_added_whatever_the_tokenizer_folder_says(backbone, tmp_path):
+    """Some LLaMA tokenizer folders add no BOS under transformers 5 (a SentencePiece folder
+    whose tokenizer_config.json lacks add_bos_token; here, a tokenizer.json without the BOS
+    template); the original's slow tokenizer always added one: the port adds it itself."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    backbone.tokenizer.save_pretrained(tmp_path)
+    spec = json.loads((tmp_path / "tokenizer.json").read_text())
+    spec["post_processor"] = None
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert tok("hi").input_ids[0] != tok.bos_token_id  # this folder really adds no BOS
+    segs = vp.segments("vicuna", _sample(), PROMPT)
+    ids = vp.segment_ids(tok, segs)
+    assert ids[0][0] == tok.bos_token_id and ids[0].count(tok.bos_token_id) == 1
+    assert ids == vp.segment_ids(backbone.tokenizer, segs)
+
+
 def test_segments_are_tokenised_separately_with_one_bos(backbone):
     tok = backbone.tokenizer
     ids = vp.segment_ids(tok, vp.segments("vicuna", _sample(), PROMPT))
@@ -331,6 +363,24 @@ def test_generation_stops_on_the_stop_rule(backbone, tpl, tail):
     ids = tok.convert_tokens_to_ids(["<unk>", "<s>", "▁", "h", "i", "</s>"])
     assert vp.clean_answer(tok, ids,
                            "llama2") == "hi"  # fmt: skip
+
+
+@pytest.mark.parametrize("tpl,want", [("vicuna", "</s>"), ("llama2", "")])
+def test_eos_first_ends_the_answer_as_in_the_original(backbone, tpl, want):
+    """transformers 4.28 generated from [BOS] when given only inputs_embeds, and min_length=1
+    counted that BOS: EOS may be the very first token. The original's post-processing then
+    gives "</s>" (vicuna: decoded with special tokens, cut at "###") or "" (llama2: cut at
+    "</s>"); the port answers the same, after one step."""
+    tok, llm = backbone.tokenizer, backbone.model.llama_model
+    head = llm.lm_head
+    llm.lm_head = _Scripted(head, [tok.eos_token_id, *tok.convert_tokens_to_ids(["O", "K"])])
+    try:
+        bb = vl.VideoLlamaBackbone(_conf(template=tpl, max_new_tokens=16), backbone.model)
+        assert bb.describe([_sample()], PROMPT) == [want]
+        assert llm.lm_head.steps == 1
+        assert vp.clean_answer(tok, [tok.bos_token_id, tok.eos_token_id], tpl) == want
+    finally:
+        llm.lm_head = head
 
 
 def test_generation_end_to_end_on_demo_video(backbone, demo_root):

@@ -152,3 +152,13 @@ def test_too_short(offline: Path, tmp_path: Path, demo: Any) -> None:
     tf = _build("timesformer")
     with pytest.raises(BaselineInputError, match="needs 225 frames"):
         tf.features(demo, sequence_window(demo.id, demo.duration_s, 0.3, seed=0))
+
+
+def test_one_checkpoint_fingerprint_function():
+    """Feature-cache keys hash a checkpoint with the same function as every other model file:
+    there is no second recipe that could hash other bytes when an import fails."""
+    import baselines.video_models as vm
+    from eald.mllm import convert
+
+    assert vm.fingerprint_files is convert.fingerprint_files
+    assert not hasattr(vm, "fingerprint")

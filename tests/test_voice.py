@@ -124,10 +124,13 @@ def test_pure_tone_is_finite_and_equals_oracle() -> None:
     assert np.max(np.abs(y - oracle(x, SR, 0.8))) < TOL
 
 
-@pytest.mark.parametrize("signal", ["silences", "tone"])
-def test_reference_equals_oracle(signal: str) -> None:
+# Burg is chaotic on a pure tone: one-ulp differences between the two window computations grow
+# to ~1e-7 there with numpy 2.4 / scipy 1.17 (under 1e-9 with earlier releases), so the tone is
+# held to the spec's tolerance and the non-chaotic signal to 1e-9.
+@pytest.mark.parametrize("signal,tol", [("silences", 1e-9), ("tone", TOL)])
+def test_reference_equals_oracle(signal: str, tol: float) -> None:
     x = SIGNALS[signal]()
-    assert np.max(np.abs(mcadams_reference(x, SR, 0.8) - oracle(x, SR, 0.8))) < 1e-9
+    assert np.max(np.abs(mcadams_reference(x, SR, 0.8) - oracle(x, SR, 0.8))) < tol
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not on PATH")

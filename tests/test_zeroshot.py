@@ -190,3 +190,17 @@ def test_ported_backbones_run_end_to_end_through_the_cli(backbone, demo_root: Pa
         assert isinstance(row["response"], str)
     m = _metrics(tmp_path / "r")
     assert m["calls"]["backbone"] == 2 and m["backbone"] == backbone.removesuffix("_tiny")
+
+
+def test_a_run_that_scores_nothing_exits_nonzero_and_says_why(demo_root: Path, tmp_path: Path):
+    # protocol=demo tests ids 4-7; this dataset has 0-3 only
+    args = ["backbone=tiny", "judge=offline", f"dataset.root={demo_root}", "protocol=demo",
+            f"cache.dir={tmp_path}/cache", *FAST]  # fmt: skip
+    r = run_cli(*args, f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert r.returncode == 2
+    line = next(x for x in r.stderr.splitlines() if x.startswith("eald-run: error:"))
+    assert (
+        "nothing scored: all 4 ids of the protocol are missing from the dataset (4, 5, 6, 7)"
+        in line
+    )
+    assert len(_rows(tmp_path / "r")) == 4  # the rows are written all the same

@@ -11,6 +11,8 @@ rows while the other videos go on.
 from __future__ import annotations
 
 import csv
+import io
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,17 +95,26 @@ class Dataset:
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in reader.fieldnames or []]
-        absent = [c for c in required if c not in cols]
-        if absent:
-            raise DatasetError(f"{path}: missing column(s) {absent} (found {cols})")
-        # Line numbers as an editor shows them: the header is line 1.
-        return [
-            (n, {k.strip(): (v or "").strip() for k, v in row.items() if k})
-            for n, row in enumerate(reader, start=2)
-        ]
+    data = path.read_bytes()
+    try:
+        # utf-8-sig: Excel's UTF-8 byte-order mark is read as what it is, not as a column name
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 (byte {data[e.start]:#04x} at offset {e.start}); save the "
+            "file as UTF-8 (Latin-1 and Windows code pages are not guessed)"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    cols = [c.strip() for c in reader.fieldnames or []]
+    absent = [c for c in required if c not in cols]
+    if absent:
+        raise DatasetError(f"{path}: missing column(s) {absent} (found {cols})")
+    # Line numbers as an editor shows them: the header is line 1.
+    return [
+        (n, {k.strip(): (v or "").strip() for k, v in row.items() if k})
+        for n, row in enumerate(reader, start=2)
+    ]
 
 
 def _find_video(videos_dir: Path, vid: str) -> Path | None:
@@ -175,7 +186,9 @@ def load_dataset(
         try:
             start, end = float(row["start_s"]), float(row["end_s"])
         except ValueError:
-            v.problems.append(Problem(where, f"start_s/end_s not numbers: {row}", vid))
+            start = end = math.nan
+        if not (math.isfinite(start) and math.isfinite(end)):  # "nan", "inf", words
+            v.problems.append(Problem(where, f"start_s/end_s not finite numbers: {row}", vid))
             continue
         if cls not in NFBL_CLASSES:
             v.problems.append(

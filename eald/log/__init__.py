@@ -13,8 +13,14 @@ from typing import Any, Protocol
 
 from omegaconf import DictConfig
 
-# Keys whose values may hold credentials. `*_env` keys only name an environment variable.
-_SECRET = re.compile(r"(api_?key|secret|token|password|authorization)", re.I)
+# Keys that name a credential: the whole key, or its last word after `_`/`-`, is one of these.
+# So `api_key`, `hf_token`, `client_secret` are redacted, and `max_tokens`, `max_new_tokens`,
+# `token_budget` are settings. `*_env` keys only name an environment variable.
+_SECRET_KEY = re.compile(
+    r"(^|[_-])(api_?key|secret|token|access_token|password|passwd|authorization|bearer)$", re.I
+)
+# Values that are credentials whatever their key (OpenAI / Hugging Face / bearer tokens).
+_SECRET_VALUE = re.compile(r"^(sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{16,}|Bearer\s+\S+)$")
 
 
 class Logger(Protocol):
@@ -48,11 +54,13 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         out = {}
         for k, v in obj.items():
-            secret = _SECRET.search(str(k)) and not str(k).endswith("_env")
+            secret = _SECRET_KEY.search(str(k)) and not str(k).endswith("_env")
             out[k] = "<redacted>" if secret and v not in (None, "") else redact(v)
         return out
     if isinstance(obj, list | tuple):
         return [redact(v) for v in obj]
+    if isinstance(obj, str) and _SECRET_VALUE.match(obj.strip()):
+        return "<redacted>"
     return obj
 
 

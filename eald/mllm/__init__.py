@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from eald.data.sampling import Sample
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -44,14 +46,24 @@ class Backbone(Protocol):
     def describe(self, samples: Sequence[Sample], prompt: Any) -> list[str]: ...
 
 
-def prompt_parts(sample: Sample, prompt: Any) -> list[tuple[str, Any]]:
+def uniform_pick(n: int, k: int | None) -> np.ndarray:
+    """Indices of ``k`` of ``n`` items spread uniformly (all of them when k is None or >= n)."""
+    m = n if k is None else min(n, k)
+    return (np.arange(m) * n) // max(m, 1)
+
+
+def prompt_parts(
+    sample: Sample, prompt: Any, max_frames: int | None = None
+) -> list[tuple[str, Any]]:
     """The request as ordered parts: ("text", str), ("frames", ndarray), ("audio", [clips]).
-    Only modalities present in the sample appear, text intros included."""
+    Only modalities present in the sample appear, text intros included. With ``max_frames``
+    the frames are thinned uniformly first: the intro counts the frames the model receives."""
     parts: list[tuple[str, Any]] = []
     dur = sample.window.duration_s
     if sample.frames is not None:
-        parts.append(("text", prompt.video_intro.format(n=len(sample.frames), duration=dur)))
-        parts.append(("frames", sample.frames))
+        frames = sample.frames[uniform_pick(len(sample.frames), max_frames)]
+        parts.append(("text", prompt.video_intro.format(n=len(frames), duration=dur)))
+        parts.append(("frames", frames))
     if sample.audio_clips is not None:
         clip_s = len(sample.audio_clips[0]) / sample.sample_rate if sample.audio_clips else 0.0
         n = len(sample.audio_clips)

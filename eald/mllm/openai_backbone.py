@@ -23,7 +23,7 @@ from PIL import Image
 from eald.data.sampling import Sample
 from eald.mllm import BackboneError, Preprocess, prompt_parts
 
-VERSION = "openai-backbone-1"
+VERSION = "openai-backbone-2"  # 2: the frame intro counts the frames sent
 
 
 def _api_key(env: str | None, key: str) -> str:
@@ -92,14 +92,12 @@ class OpenAIBackbone:
         """The user message's content parts for one video."""
         c = self.conf
         out: list[dict[str, Any]] = []
-        for kind, payload in prompt_parts(sample, prompt):
+        for kind, payload in prompt_parts(sample, prompt, max_frames=c.max_frames):
             if kind == "text":
                 out.append({"type": "text", "text": payload})
             elif kind == "frames":
-                n = len(payload)
-                pick = (np.arange(min(n, c.max_frames)) * n) // min(n, c.max_frames)
-                for i in pick:
-                    url = f"data:image/jpeg;base64,{jpeg_b64(payload[i], c.jpeg_quality)}"
+                for frame in payload:  # already thinned to max_frames
+                    url = f"data:image/jpeg;base64,{jpeg_b64(frame, c.jpeg_quality)}"
                     out.append({"type": "image_url", "image_url": {"url": url, "detail": c.detail}})
             elif kind == "audio":
                 if not c.send_audio:

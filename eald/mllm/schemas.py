@@ -28,7 +28,7 @@ class VideoLlamaConf:
     temperature: float = 1.0
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
-    min_length: int = 1  # new tokens before EOS may come (the original's min_length)
+    min_length: int = 1  # the original's: counts the [BOS] generate starts from (1: no block)
     max_length: int = 2000  # context + new tokens; longer prompts lose their start (demo)
     max_frames: int = 32
     max_audio_clips: int = 8

@@ -23,10 +23,10 @@ from eald.data.sampling import Sample
 from eald.mllm import CLIP_MEAN, CLIP_STD, BackboneError, Preprocess, convert
 from eald.mllm import video_llama_prompt as vp
 from eald.mllm.convert import CheckpointError, KeyMap, Merge, apply_keymap, load_checkpoint
-from eald.mllm.imagebind import ImageBindConfig, load_imagebind
+from eald.mllm.imagebind import ImageBindConfig, imagebind_keymap, load_imagebind
 from eald.mllm.schemas import VideoLlamaConf  # noqa: F401  (re-export)
 
-VERSION = "video_llama-1"
+VERSION = "video_llama-2"  # 2: AL-file precedence, min_length as 4.28, explicit BOS
 FRAME_SIZE = 224
 MAX_FRAME_POS = 32  # video_frame_position_embedding rows: the most frames the model can take
 AUDIO_POSITIONS = 8  # audio_position_embedding rows (hard-coded 8 in the original)
@@ -187,7 +187,8 @@ VL_KEYMAP = KeyMap(  # VL branch {"model": ...}; buffers saved by the runner are
 AL_KEYMAP = KeyMap(
     rules=_QF_RULES + _same("audio_query_tokens", r"audio_llama_proj\.(weight|bias)",
                             r"audio_position_embedding\.weight"),
-    ignore=[*_BUFFERS, r"audio_encoder\.modality_(pre|post)processors\..*\.(mask|log_logit_scale)"],
+    # audio_encoder.* is ImageBind's layout: applied over ImageBind by _al_overrides, not here
+    ignore=[*_BUFFERS, r"audio_encoder\..*"],
 )  # fmt: skip
 
 
@@ -242,6 +243,8 @@ def load_video_llama(conf: Any, paths: dict[str, Path] | None = None) -> VideoLl
     reports: dict[str, Any] = {}
     for role, keymap, transforms, qformer in _file_specs(arch, equip_audio):
         raw = load_checkpoint(paths[role])
+        if role == "al":
+            reports["al_over_imagebind"] = _al_overrides(audio, raw, paths[role])
         sd, unexpected = apply_keymap(raw, keymap, transforms)
         # A file's Q-Former rules apply to its own Q-Former only (no cross-file smuggling).
         unexpected += [k for k in sd if k.split(".")[0] in QFORMERS and k.split(".")[0] != qformer]
@@ -256,9 +259,31 @@ def load_video_llama(conf: Any, paths: dict[str, Path] | None = None) -> VideoLl
     model.load_reports = reports
     model.tokenizer = tok
     model.requires_grad_(False).eval().to(device=device, dtype=dtype)
-    if audio is not None:  # exp(log 20) in bf16 would be 20.09: keep the ×20 exact (fp32)
+    if audio is not None:  # the scale stays fp32, as the comparison with the original ran
         audio.log_logit_scale = audio.log_logit_scale.float()
     return model
+
+
+def _al_overrides(audio: nn.Module, raw: dict[str, Tensor], path: Path) -> list[str]:
+    """The original loads the AL branch file with strict=False *after* ImageBind, so every
+    `audio_encoder.*` tensor it holds wins (the released file's log_logit_scale is 3.0, the bf16
+    rounding of ln 20: a x20.09 scale, not x20). Apply the same precedence; returns our keys."""
+    over = {k.removeprefix("audio_encoder."): v for k, v in raw.items()
+            if k.startswith("audio_encoder.")}  # fmt: skip
+    sd, unexpected = apply_keymap(over, imagebind_keymap(("audio",)))
+    if unexpected:
+        raise CheckpointError(
+            f"{path.name}: unexpected audio_encoder keys {sorted(unexpected)[:20]}"
+        )
+    holder = nn.ModuleDict({"audio": audio})
+    target = holder.state_dict()
+    for k, v in sd.items():
+        if target[k].shape != v.shape:
+            raise CheckpointError(
+                f"{path.name}: {k}: shape {tuple(v.shape)} vs {tuple(target[k].shape)}"
+            )
+    holder.load_state_dict(sd, strict=False)
+    return sorted(sd)
 
 
 def frames_tensor(frames: np.ndarray) -> Tensor:

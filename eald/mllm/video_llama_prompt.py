@@ -95,8 +95,12 @@ def segments(template: str, sample: Sample, prompt: Any) -> list[str]:
 
 
 def segment_ids(tokenizer: Any, segs: Sequence[str]) -> list[list[int]]:
-    """`get_context_emb`: every segment tokenised separately, BOS only on the first."""
-    return [tokenizer(s, add_special_tokens=i == 0).input_ids for i, s in enumerate(segs)]
+    """`get_context_emb`: every segment tokenised separately, BOS only on the first. The
+    original's slow LlamaTokenizer always adds that BOS; a tokenizer folder whose config lacks
+    `add_bos_token` adds none under transformers 5, so it is added here explicitly."""
+    ids = [tokenizer(s, add_special_tokens=False).input_ids for s in segs]
+    ids[0] = [tokenizer.bos_token_id, *ids[0]]
+    return ids
 
 
 def stop_sequences(tokenizer: Any, template: str) -> list[list[int]]:
@@ -135,8 +139,9 @@ def generate_answer(llm: Any, tokenizer: Any, embs: torch.Tensor, conf: Any,
     embs = embs[:, max(0, embs.shape[1] + c.max_new_tokens - c.max_length) :]
     gen: dict[str, Any] = dict(
         max_new_tokens=c.max_new_tokens, num_beams=c.num_beams, do_sample=c.do_sample,
-        # The original's min_length counted generated ids only (inputs_embeds: none given).
-        min_new_tokens=c.min_length, repetition_penalty=c.repetition_penalty,
+        # transformers 4.28 starts input_ids as [BOS] when only inputs_embeds are given, and
+        # min_length counts it: min_length=1 blocks nothing, and EOS may come first.
+        min_new_tokens=max(0, c.min_length - 1), repetition_penalty=c.repetition_penalty,
         length_penalty=c.length_penalty,
     )  # fmt: skip
     if c.do_sample:  # top_k 50: transformers 4.28's implicit default, in effect in the demo

@@ -80,7 +80,25 @@ def _log_wandb(out: Path, rows: list[dict[str, Any]], names: list[str], group_: 
     run.finish()
 
 
-def build(args: argparse.Namespace, runs: list[Run], tmp: Path) -> str:
+def _collisions_md(collisions: list[dict[str, Any]]) -> str:
+    if not collisions:
+        return ""
+    lines = [
+        "",
+        "",
+        f"## Collisions ({len(collisions)})",
+        "",
+        "Finished runs of the same setting and seed: the newest is kept in the tables.",
+        "",
+    ]
+    lines += [f"- seed {c['seed']}: kept `{c['kept']}`, dropped `{c['dropped']}`"
+              for c in collisions]  # fmt: skip
+    return "\n".join(lines)
+
+
+def build(
+    args: argparse.Namespace, runs: list[Run], tmp: Path, collisions: list[dict[str, Any]] = ()
+) -> str:
     groups = group(runs)
     missing = [r for r in runs if not r.ok]
     rows = summarize(groups)
@@ -90,7 +108,7 @@ def build(args: argparse.Namespace, runs: list[Run], tmp: Path) -> str:
     tests = mcnemar_pairs(groups, dict(zip(groups, names, strict=True)))
     shown = attach_paper([dict(r) for r in rows], args.paper) if args.paper else rows
     md = "# EALD report\n\n" + render(shown, "md", args.paper)
-    md += "\n" + _stats_md(rows, names, tests) + _missing_md(missing)
+    md += "\n" + _stats_md(rows, names, tests) + _missing_md(missing) + _collisions_md(collisions)
     md += "\n\n" + NOTES.format(boot=args.bootstrap, seed=args.seed) + "\n"
     formats = {f.strip() for f in args.format.split(",")}
     if "md" in formats:
@@ -104,6 +122,7 @@ def build(args: argparse.Namespace, runs: list[Run], tmp: Path) -> str:
         made += plots.nfbl_distribution(args.nfbl, figs)
     summary = {"settings": rows, "names": names, "mcnemar": tests, "paper": args.paper,
                "missing": [{"path": str(r.path), "overrides": r.overrides} for r in missing],
+               "collisions": list(collisions),
                "plots": [str(p.relative_to(tmp)) for p in made]}  # fmt: skip
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return md
@@ -111,7 +130,8 @@ def build(args: argparse.Namespace, runs: list[Run], tmp: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    runs = collect(args.paths)
+    collisions: list[dict[str, Any]] = []
+    runs = collect(args.paths, collisions)
     if not runs:
         print(f"eald-report: no run found under {', '.join(map(str, args.paths))} "
               "(looked for directories holding .hydra/)", file=sys.stderr)  # fmt: skip
@@ -122,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read
     try:
-        md = build(args, runs, tmp)
+        md = build(args, runs, tmp, collisions)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -3,6 +3,13 @@
 A run directory is any directory holding `.hydra/` (single runs and multirun job dirs alike), so
 sweeps re-run into another directory merge naturally. A job dir without `metrics.json` is kept as
 a *missing* run: it crashed or is still running, and hiding it would overstate a sweep.
+
+A setting is everything in the resolved config that can change a prediction: the whole config
+but the seed, Hydra's own keys and what only records or stores results (`IGNORED`). Its table
+name uses `SETTING_KEYS`; runs whose names agree but whose configs differ elsewhere (another
+dataset root, backbone weights, sampling or prompt) become separate settings, told apart by a
+`variant` naming the keys that differ. Two finished runs of one setting and seed are a
+collision: the newest is kept and the report lists the others.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ SETTING_KEYS: tuple[str, ...] = (
     "judge.name",
     "baseline.name",
 )
+# Top-level config keys that cannot change a prediction (the seed is grouped over, not merged).
+IGNORED = ("seed", "hydra", "logger", "cache", "deid", "audit")
 # Override prefixes that never define a setting (used only when config.yaml is absent).
 _IGNORED_OVERRIDES = ("seed", "hydra.", "dataset.root", "cache.", "logger", "experiment")
 
@@ -39,6 +48,7 @@ class Run:
     metrics: dict[str, Any] | None
     predictions: list[dict[str, Any]] = field(default_factory=list)
     mtime: float = 0.0
+    variant: str | None = None  # set by `collect`: what tells it from same-named settings
 
     @property
     def ok(self) -> bool:
@@ -50,7 +60,12 @@ class Run:
 
     @property
     def setting(self) -> Setting:
-        return setting_of(self.config, self.overrides)
+        return (*setting_of(self.config, self.overrides), ("variant", self.variant))
+
+    @property
+    def identity(self) -> str:
+        """A hash of everything in the config that can change a prediction."""
+        return config_identity(self.config, self.overrides)
 
 
 def _override_value(overrides: Sequence[str], key: str) -> str | None:
@@ -77,6 +92,44 @@ def setting_of(config: dict[str, Any], overrides: Sequence[str]) -> Setting:
     # No resolved config: fall back to the overrides, minus seeds and paths.
     kept = sorted(o for o in overrides if not o.lstrip("+~").startswith(_IGNORED_OVERRIDES))
     return tuple(tuple(o.split("=", 1)) if "=" in o else (o, None) for o in kept)  # type: ignore
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def relevant(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's dotted keys that can change a prediction."""
+    return {k: v for k, v in _flat(config).items() if k.split(".")[0] not in IGNORED}
+
+
+def config_identity(config: dict[str, Any], overrides: Sequence[str] = ()) -> str:
+    import hashlib
+
+    body = relevant(config) if config else sorted(setting_of(config, overrides))
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def assign_variants(runs: list[Run]) -> None:
+    """Name the keys that tell apart runs whose table names agree but whose configs do not."""
+    by_name: dict[Setting, list[Run]] = {}
+    for r in runs:
+        by_name.setdefault(setting_of(r.config, r.overrides), []).append(r)
+    for named in by_name.values():
+        flats = {r.identity: relevant(r.config) for r in named}
+        if len(flats) < 2:
+            continue
+        keys = sorted({k for f in flats.values() for k in f})
+        differ = [k for k in keys if len({repr(f.get(k)) for f in flats.values()}) > 1]
+        more = f" (+{len(differ) - 4} more)" if len(differ) > 4 else ""
+        for r in named:
+            f = flats[r.identity]
+            r.variant = ", ".join(f"{k}={f.get(k)}" for k in differ[:4]) + more
 
 
 def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
@@ -113,19 +166,28 @@ def load_run(path: Path) -> Run:
     return Run(path, config, [str(o) for o in overrides], metrics, preds, mtime)
 
 
-def dedupe(runs: Iterable[Run]) -> list[Run]:
-    """One run per (setting, seed): finished beats missing, then the newest wins."""
-    best: dict[tuple[Setting, str], Run] = {}
+def dedupe(runs: Iterable[Run], collisions: list[dict[str, Any]] | None = None) -> list[Run]:
+    """One run per (setting identity, seed): finished beats missing, then the newest wins.
+    A finished run that loses is a collision, appended to ``collisions``."""
+    best: dict[tuple[str, str], Run] = {}
     for r in runs:
-        key = (r.setting, repr(r.seed))
+        key = (r.identity, repr(r.seed))
         cur = best.get(key)
-        if cur is None or (r.ok, r.mtime) > (cur.ok, cur.mtime):
+        if cur is None:
             best[key] = r
+            continue
+        keep, drop = (r, cur) if (r.ok, r.mtime) > (cur.ok, cur.mtime) else (cur, r)
+        best[key] = keep
+        if drop.ok and collisions is not None:
+            collisions.append({"kept": str(keep.path), "dropped": str(drop.path),
+                               "seed": keep.seed})  # fmt: skip
     return sorted(best.values(), key=lambda r: (repr(r.setting), repr(r.seed)))
 
 
-def collect(paths: Iterable[Path]) -> list[Run]:
-    return dedupe(load_run(d) for d in find_run_dirs(paths))
+def collect(paths: Iterable[Path], collisions: list[dict[str, Any]] | None = None) -> list[Run]:
+    runs = [load_run(d) for d in find_run_dirs(paths)]
+    assign_variants(runs)
+    return dedupe(runs, collisions)
 
 
 def group(runs: Iterable[Run]) -> dict[Setting, list[Run]]:

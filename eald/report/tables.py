@@ -15,7 +15,7 @@ METRICS = (("accuracy", "Accuracy"), ("f1", "F-score"), ("precision", "Precision
            ("score", "Score"))  # fmt: skip
 # Column titles as the paper words them (backbones are "MLLM", baselines are "Method").
 _HEADS = {"backbone.name": "MLLM", "baseline.name": "Method", "task": "Task",
-          "judge.name": "Judge", "protocol.name": "Protocol"}  # fmt: skip
+          "judge.name": "Judge", "protocol.name": "Protocol", "variant": "Variant"}  # fmt: skip
 PAPER_TABLES = ("table3", "table4", "supp1", "supp2", "supp3")
 
 
@@ -55,8 +55,12 @@ def summarize(groups: dict[Setting, list[Run]]) -> list[dict[str, Any]]:
     return rows
 
 
+# The table name of a setting, then what tells apart same-named settings (eald.report.collect).
+LABEL_KEYS = (*SETTING_KEYS, "variant")
+
+
 def _varying(rows: list[dict[str, Any]]) -> list[str]:
-    return [k for k in SETTING_KEYS if len({repr(r["setting"].get(k)) for r in rows}) > 1]
+    return [k for k in LABEL_KEYS if len({repr(r["setting"].get(k)) for r in rows}) > 1]
 
 
 def label_columns(rows: list[dict[str, Any]], tex: bool) -> tuple[list[str], list[list[str]]]:
@@ -80,7 +84,8 @@ def label_columns(rows: list[dict[str, Any]], tex: bool) -> tuple[list[str], lis
         else:
             heads.append(_HEADS.get(key, key))
             for c, r in zip(cells, rows, strict=True):
-                c.append(str(r["setting"].get(key)))
+                v = r["setting"].get(key)
+                c.append("" if v is None and key == "variant" else str(v))
     if not varying:  # a single setting: name it fully
         heads.append("Setting")
         for c, r in zip(cells, rows, strict=True):

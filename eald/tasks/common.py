@@ -98,6 +98,36 @@ def iter_samples(
         yield row, sample
 
 
+def require_scored(rows: list[dict[str, Any]], run_dir: Path) -> None:
+    """After the outputs are written: a scoring run that scored no video must not exit 0 as if
+    it had a result. Raises EaldError with the reason in one line."""
+    if why := nothing_scored(rows):
+        raise EaldError(f"{why} (outputs in {run_dir})")
+
+
+def nothing_scored(rows: list[dict[str, Any]]) -> str | None:
+    """One line saying why a scoring run scored no video (None when it scored some): the ids
+    missing from the dataset, else the most common failures."""
+    if any(r.get("prediction") is not None for r in rows):
+        return None
+    if not rows:
+        return "nothing scored: the split selected no video"
+    missing = [r["video_id"] for r in rows if r.get("status") == "missing"]
+    if len(missing) == len(rows):
+        shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
+        return (f"nothing scored: all {len(rows)} ids of the protocol are missing from the "
+                f"dataset ({shown}); is dataset.root / protocol right?")  # fmt: skip
+    counts: dict[str, int] = {}
+    example: dict[str, str] = {}
+    for r in rows:
+        key = str(r.get("status"))
+        counts[key] = counts.get(key, 0) + 1
+        example.setdefault(key, str(r.get("error") or r.get("judge_status") or "")[:160])
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    why = "; ".join(f"{n} x {k} (e.g. {example[k]})" for k, n in top)
+    return f"nothing scored: all {len(rows)} videos failed: {why}"
+
+
 def write_outputs(
     ctx: RunContext, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -41,7 +41,15 @@ from eald.data.media import MediaError
 from eald.data.sampling import sequence_window
 from eald.data.taxonomy import POSITIVE
 from eald.metrics import compute_metrics
-from eald.tasks.common import EaldError, RunContext, TaskResult, base_row, fail, precheck
+from eald.tasks.common import (
+    EaldError,
+    RunContext,
+    TaskResult,
+    base_row,
+    fail,
+    precheck,
+    require_scored,
+)
 from eald.tasks.common import write_outputs as _write_outputs
 
 log = logging.getLogger("eald.probe")
@@ -160,6 +168,8 @@ def run_probe(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     extra = {} if b.extract_only else compute_metrics(test_rows)
     metrics = _write_outputs(ctx, rows, extra={**extra, "probe": probe})
     _report(rows, probe)
+    if not b.extract_only:
+        require_scored(test_rows, ctx.run_dir)
     return TaskResult(rows, metrics)
 
 

@@ -28,6 +28,7 @@ from eald.tasks.common import (
     fail,
     load_split,
     precheck,
+    require_scored,
     write_outputs,
 )
 
@@ -113,6 +114,9 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     # Stage 3: judge, concurrently; each answer is cached the moment it arrives.
     todo: list[tuple[dict, JudgeRequest, str]] = []
     for row in rows:
+        if row["status"] == "ok" and not (row.get("response") or "").strip():
+            # a real answer of the backbone (e.g. EOS first): recorded, nothing to judge
+            fail(row, "empty_response", "the backbone's answer is empty: nothing to judge")
         if row["status"] != "ok":
             continue
         req = JudgeRequest(row["video_id"], row["response"], row.get("nfbl"))
@@ -147,6 +151,7 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     })  # fmt: skip
     cache.close()
     _report(metrics)
+    require_scored(rows, ctx.run_dir)
     return TaskResult(rows, metrics)
 
 
