@@ -141,7 +141,11 @@ def write_mp4(
             ai = 0
             for i in range(n_frames):
                 img = first if i == 0 else np.ascontiguousarray(frame_fn(i), dtype=np.uint8)
-                vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                # One-thread swscale (PyAV's default, threads=0, splits the conversion over
+                # threads): the pixels must not depend on thread scheduling.
+                vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(
+                    format="yuv420p", threads=1
+                )
                 vf.pts = pts_fn(i) if pts_fn is not None else i * _TICKS
                 vf.time_base = tb
                 container.mux(vs.encode(vf))

@@ -311,7 +311,8 @@ def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
         img = mf.rgb
         if out["pad"] != (0, 0):
             img = np.pad(img, ((0, out["pad"][1]), (0, out["pad"][0]), (0, 0)), mode="edge")
-        vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+        # one-thread swscale: the pixels must not depend on thread scheduling
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p", threads=1)
         vf.pts, vf.time_base = pts.pop(mf.index), tb
         nxt = pts.get(mf.index + 1, out["end"])
         if nxt is not None and nxt > vf.pts:
