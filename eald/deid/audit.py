@@ -61,8 +61,8 @@ def masking_settings(deid_root: Path) -> tuple[list[str] | None, int | None]:
             continue
         if not isinstance(settings, dict):
             continue
-        for d in settings.get("detectors") or [settings.get("detector")]:
-            if d and d not in found:
+        for d in settings.get("detectors") or []:
+            if d not in found:
                 found.append(d)
         px = px or settings.get("min_face_px")
     return found or None, px

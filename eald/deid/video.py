@@ -13,8 +13,8 @@ Streams frame by frame with PyAV (memory: the masker's look-ahead of a few frame
 * Audio: the original track is never copied. It (or ``audio_override``) is decoded to 16 kHz mono,
   anonymised, and encoded as mono AAC of the video's duration. No audio: no audio stream.
 * The output is written to a temp file next to ``dst``, scanned by the verification gate
-  (eald.deid.verify; leaks re-masked whole in a second write of the same temp), and only then
-  renamed: it is complete and verified, or absent.
+  (eald.deid.verify; leaks re-masked whole in a second write, to a new temp file, from the
+  source), and only then renamed: it is complete and verified, or absent.
 """
 
 from __future__ import annotations
@@ -183,7 +183,9 @@ def deidentify_video(
         final, rounds = st, []
         for r in range(c.verify_rounds + 1):
             if force:  # write again from the source: first-pass boxes, these frames whole
+                old = tmp
                 tmp, geo, final = write(ReplayMasker(st["boxes"], {**st["whole"], **force}, c))
+                old.unlink(missing_ok=True)  # superseded: one temp copy on disk at a time
             t0 = perf_counter()
             v = verify_output(
                 tmp, final["boxes"], anchors, set(final["whole"]), ver, c, masker.changed
@@ -228,7 +230,8 @@ def deidentify_video(
         "boxes_per_frame": dict(sorted(hist.items())),
         "verification": {
             "how": (f"the written output decoded; every {c.verify_stride}th frame and every frame "
-                    "of segments whose detection counts changed, frames blurred whole skipped; "
+                    "of segments where a face appeared, left or moved further than the tracker "
+                    "links; frames blurred whole skipped; "
                     f"a face < {c.verify_covered:.0%} inside the masks is a leak"),
             "detectors": _plans(ver), "rounds": rounds,
             "remasked_frames": sum(r == "verify" for r in whole.values()),

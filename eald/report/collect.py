@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class Run:
     def setting(self) -> Setting:
         return (*setting_of(self.config, self.overrides), ("variant", self.variant))
 
-    @property
+    @cached_property
     def identity(self) -> str:
         """A hash of everything in the config that can change a prediction."""
         return config_identity(self.config, self.overrides)

@@ -104,9 +104,12 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 def _check_scales(face: dict[str, Any], ds: Any, ids: list[str]) -> None:
     """Refuse at start-up a detector that is not installed, or a setting that cannot see
     ``min_face_px`` faces in some video's frames (one line, naming the first such video)."""
-    from eald.deid.detectors import ScaleError, missing_detectors, plan_detectors
+    from eald.deid.detectors import ScaleError, missing_detectors
+    from eald.deid.face import make_detector
+    from eald.deid.settings import FaceDeidConf
 
-    if gone := missing_detectors(list(face["detectors"]) + list(face["verify_with"] or [])):
+    conf = FaceDeidConf.from_any(face)
+    if gone := missing_detectors(conf.detectors + conf.verify_with):
         raise EaldError("; ".join(gone))
     seen: set[tuple[int, int]] = set()
     for vid in ids:
@@ -114,13 +117,10 @@ def _check_scales(face: dict[str, Any], ds: Any, ids: list[str]) -> None:
         if info is None or (info.width, info.height) in seen:
             continue
         seen.add((info.width, info.height))
-        try:
-            plan_detectors(
-                list(face["detectors"]), face["min_face_px"], info.width, info.height,
-                face["detect_max_side"], face["upsample"], where=f"video {vid}: ",
-            )  # fmt: skip
+        try:  # the gate's union plans the masking detectors and verify_with: both checked
+            make_detector(conf, info.width, info.height, verify=True)  # builds; loads no model
         except ScaleError as e:
-            raise EaldError(str(e)) from None
+            raise EaldError(f"video {vid}: {e}") from None
 
 
 def _done(out: Path, vid: str, settings: str) -> dict[str, Any] | None:
