@@ -25,8 +25,10 @@ from eald.mllm import video_llama_prompt as vp
 from eald.mllm.convert import CheckpointError, KeyMap, Merge, apply_keymap, load_checkpoint
 from eald.mllm.imagebind import ImageBindConfig, imagebind_keymap, load_imagebind
 from eald.mllm.schemas import VideoLlamaConf  # noqa: F401  (re-export)
+from eald.mllm.slow_llama_decode import answer_decoder
 
-VERSION = "video_llama-2"  # 2: AL-file precedence, min_length as 4.28, explicit BOS
+VERSION = "video_llama-3"  # 2: AL-file precedence, min_length as 4.28, explicit BOS; 3: slow decode
+ADDED_TOKENS = ("<ImageHere>", "<AudioHere>")  # appended to the LLaMA vocabulary by the original
 FRAME_SIZE = 224
 MAX_FRAME_POS = 32  # video_frame_position_embedding rows: the most frames the model can take
 AUDIO_POSITIONS = 8  # audio_position_embedding rows (hard-coded 8 in the original)
@@ -91,6 +93,9 @@ class VideoLlamaModel(nn.Module):
             self.audio_llama_proj = nn.Linear(q, h)
         self.llama_model = llama_model
         self.tokenizer: Any = None  # set by the loaders
+        self.decode: Callable | None = (
+            None  # the original's answer decoding, when the folder has it
+        )
 
     def encode_videoQformer_visual(self, image: Tensor) -> Tensor:  # noqa: N802 (original name)
         """(b, c, t, h, w) normalised frames -> (b, 32, H) LLM inputs."""
@@ -258,6 +263,7 @@ def load_video_llama(conf: Any, paths: dict[str, Path] | None = None) -> VideoLl
     reports["missing"] = sorted({k.split(".")[0] for k in report.missing})
     model.load_reports = reports
     model.tokenizer = tok
+    model.decode = answer_decoder(paths["llama"], tok, ADDED_TOKENS)
     model.requires_grad_(False).eval().to(device=device, dtype=dtype)
     if audio is not None:  # the scale stays fp32, as the comparison with the original ran
         audio.log_logit_scale = audio.log_logit_scale.float()
@@ -365,7 +371,7 @@ class VideoLlamaBackbone:
 
     def generate(self, embs: Tensor) -> str:
         return vp.generate_answer(self.model.llama_model, self.tokenizer, embs, self.conf,
-                                  self.stops)  # fmt: skip
+                                  self.stops, self.model.decode)  # fmt: skip
 
 
 def identity(conf: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import re
 import shutil
 import string
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -131,9 +131,11 @@ class StopOnSequences(StoppingCriteria):
         return done
 
 
-def generate_answer(llm: Any, tokenizer: Any, embs: torch.Tensor, conf: Any,
-                    stops: Sequence[Sequence[int]]) -> str:  # fmt: skip
-    """`Chat.answer` with the configured decoding (greedy unless `conf.do_sample`)."""
+def generate_ids(
+    llm: Any, embs: torch.Tensor, conf: Any, stops: Sequence[Sequence[int]]
+) -> list[int]:
+    """`Chat.answer`'s `generate` call with the configured decoding (greedy unless
+    `conf.do_sample`); returns the new token ids."""
     c = conf
     # The demo keeps the last max_length - max_new_tokens positions.
     embs = embs[:, max(0, embs.shape[1] + c.max_new_tokens - c.max_length) :]
@@ -153,18 +155,26 @@ def generate_answer(llm: Any, tokenizer: Any, embs: torch.Tensor, conf: Any,
         **gen,
         stopping_criteria=StoppingCriteriaList([StopOnSequences(stops)]),
     )
-    return clean_answer(tokenizer, ids[0].tolist(), c.template)
+    return ids[0].tolist()
 
 
-def clean_answer(tokenizer: Any, ids: Sequence[int], template: str) -> str:
+def generate_answer(llm: Any, tokenizer: Any, embs: torch.Tensor, conf: Any,
+                    stops: Sequence[Sequence[int]], decode: Callable | None = None) -> str:  # fmt: skip
+    """`Chat.answer`: generate, then its clean-up."""
+    return clean_answer(tokenizer, generate_ids(llm, embs, conf, stops), conf.template, decode)
+
+
+def clean_answer(tokenizer: Any, ids: Sequence[int], template: str,
+                 decode: Callable | None = None) -> str:  # fmt: skip
     """`Chat.answer`'s post-processing: drop a leading <unk> then a leading <s>, decode with
-    special tokens kept, cut at the stop text and after the assistant role."""
+    special tokens kept (`decode`: the original's slow decoding, see slow_llama_decode), cut at
+    the stop text and after the assistant role."""
     ids = list(ids)
     if ids and ids[0] == tokenizer.unk_token_id:
         ids = ids[1:]
     if ids and ids[0] == tokenizer.bos_token_id:
         ids = ids[1:]
-    text = tokenizer.decode(ids, skip_special_tokens=False)
+    text = decode(ids) if decode else tokenizer.decode(ids, skip_special_tokens=False)
     if template == "vicuna":
         return text.split("###")[0].split("Assistant:")[-1].strip()
     return text.split("</s>")[0].split("ASSISTANT:")[-1].strip()
@@ -323,15 +333,16 @@ def tiny_spec(conf: Any) -> dict[str, Any]:
             "torch": torch.__version__, "transformers": transformers.__version__}  # fmt: skip
 
 
-def build_tiny_model(conf: Any) -> Any:
+def build_tiny_model(conf: Any, tokenizer: Any = None) -> Any:
     """Tiny VideoLlamaModel, random weights from `conf.seed` (global RNG untouched). Every
     non-LLM tensor is perturbed, so a misrouted key changes outputs; EVA's k-bias slot stays 0
-    because the original layout has no k bias."""
+    because the original layout has no k bias. `tokenizer`: default the `TinyVocab` one."""
     from eald.mllm.video_llama import VideoLlamaModel, build_arch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(conf.seed)
-        tok, h = build_tiny_tokenizer(), conf.tiny_llm_hidden
+        tok = tokenizer if tokenizer is not None else build_tiny_tokenizer()
+        h = conf.tiny_llm_hidden
         llm = LlamaForCausalLM(LlamaConfig(
             vocab_size=len(tok), hidden_size=h, intermediate_size=2 * h,
             num_hidden_layers=conf.tiny_layers, num_attention_heads=4, num_key_value_heads=4,

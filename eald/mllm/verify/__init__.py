@@ -1,0 +1,1 @@
+"""`eald-verify-port`: compare a port with the original code on tiny random weights."""
