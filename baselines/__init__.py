@@ -29,16 +29,3 @@ class Baseline(Protocol):
         """One float32 feature vector (D,) for `video` (eald.data.dataset.Video) over `window`
         (eald.data.sampling.Window). Raises BaselineInputError or eald MediaError."""
         ...
-
-
-def build_baseline(conf: Any) -> Baseline:
-    name = conf.name
-    if name in ("tsm", "timesformer", "video_swin", "slowfast"):
-        from baselines.video_models import build_video_baseline
-
-        return build_video_baseline(conf)
-    if name == "beats":
-        from baselines.beats import BeatsBaseline
-
-        return BeatsBaseline(conf)
-    raise ValueError(f"baseline.name={name!r}: tsm | timesformer | video_swin | slowfast | beats")

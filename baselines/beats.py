@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from baselines import BaselineInputError
 from eald.data.fbank import _EPS, _mel_banks
-from eald.data.media import read_audio
+from eald.data.media import fingerprint_files, read_audio
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,6 @@ class BeatsBaseline:
         if ckpt:
             obj = torch.load(Path(ckpt), map_location="cpu", weights_only=True)
             self.model = model_from_checkpoint(obj)
-            from eald.mllm.convert import fingerprint_files  # heavy: only with a real file
 
             self.fingerprint = fingerprint_files([Path(ckpt)])
         else:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from baselines import Baseline, BaselineInputError, build_baseline
+from baselines import BaselineInputError
 from eald.cache import cache_key
 from eald.data.dataset import Video
 from eald.data.media import file_fingerprint
@@ -99,24 +99,7 @@ class FeatureStore:
         return {"hits": self.hits, "misses": self.misses}
 
 
-class LazyBaseline:
-    """Built on the first cache miss: a warm run never builds (or loads) the model."""
-
-    def __init__(self, conf: Any) -> None:
-        self.conf = conf
-        self._model: Baseline | None = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def get(self) -> Baseline:
-        if self._model is None:
-            self._model = build_baseline(_resolve_device(self.conf))
-        return self._model
-
-
-def _resolve_device(conf: Any) -> Any:
+def resolve_device(conf: Any) -> Any:
     """`device: auto` -> cuda or cpu here, so every model receives a concrete torch device."""
     if conf.get("device", "auto") != "auto":
         return conf

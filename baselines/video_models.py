@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from baselines import BaselineInputError
 from baselines.mmaction_compat import COMPAT_VERSION, import_mmaction
-from eald.mllm.convert import fingerprint_files
+from eald.data.media import fingerprint_files
 
 VERSION = "1"  # bump when sampling, preprocessing or pooling changes (feature-cache key)
 log = logging.getLogger(__name__)

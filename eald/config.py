@@ -12,24 +12,20 @@ from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, open_dict
 
+from baselines.schemas import BaselineConf
 from eald.deid.settings import DETECTOR_NAMES, FaceDeidConf
-from eald.mllm.schemas import PandaGPTConf, VideoLlamaConf
+from eald.registry import REGISTRY, SLOTS, RegistryError
+from eald.tasks import TASKS
 
-
-class Task(str, Enum):
-    zeroshot = "zeroshot"
-    probe = "probe"
-    deid = "deid"
-    audit = "audit"
-    check = "check"
+# The `task` key's values: the registered tasks (eald/tasks/__init__.py).
+Task = Enum("Task", {name: name for name in TASKS}, type=str)  # type: ignore[misc]
 
 
 @dataclass
 class DatasetConf:
-    name: str = MISSING
-    root: str = MISSING
+    root: str | None = MISSING  # null: unset (dataset=eald reads paths.eald_root)
     videos_dir: str = "videos"
     labels_file: str = "labels.csv"
     nfbl_file: str = "nfbl.csv"
@@ -96,39 +92,6 @@ class LoggerConf:
 
 
 @dataclass
-class ComponentConf:
-    """An empty slot (`name: none`), e.g. `baseline=none` in a zero-shot run."""
-
-    name: str = "none"
-
-
-@dataclass
-class BaselineConf:
-    """baseline=tsm|timesformer|video_swin|slowfast|beats: a frozen model + a linear head
-    (task=probe, paper Table 4). The paper gives neither the head's optimiser settings nor a
-    validation split; the values in conf/baseline/*.yaml are ours (see those files)."""
-
-    name: str = MISSING
-    checkpoint: str | None = None  # null: random weights (tests, CPU smoke runs); no downloads
-    tiny: bool = False  # a tiny configuration of the same architecture (tests)
-    num_clips: int = 4  # native-length clips spread over the window; features mean-pooled
-    variant: str = "paper"  # BEATs: paper | windowed
-    device: str = "auto"  # auto | cpu | cuda (feature extraction; the head trains on CPU)
-    batch_size: int = 4  # clips per forward pass during extraction
-    seed: int = 0  # weights seed of random-weight (checkpoint: null) models
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.5
-    train_batch_size: int = 16
-    early_stopping: bool = False
-    patience: int = 5  # epochs without a lower validation loss before stopping
-    val_fraction: float = 0.2  # of each label's training ids, when early_stopping
-    extract_only: bool = False  # only fill the feature cache (GPU), train later (CPU)
-    feature_dir: str | None = None  # null: <cache.dir>/features
-
-
-@dataclass
 class PromptConf:
     """What the MLLM is asked. Intros are only used for modalities that are on, so an absent
     modality is never mentioned."""
@@ -137,73 +100,6 @@ class PromptConf:
     video_intro: str = MISSING  # {n} frames, {duration} s
     audio_intro: str = MISSING  # {n} clips of {clip_s} s
     nfbl_intro: str = MISSING  # {nfbl}
-
-
-@dataclass
-class TinyBackboneConf:
-    """backbone=tiny: a real, small multimodal model with random weights (its text is noise)."""
-
-    name: str = "tiny"
-    seed: int = 0
-    frame_size: int = 32
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 4
-    max_new_tokens: int = 48
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-
-
-@dataclass
-class OpenAIBackboneConf:
-    """backbone=openai: any OpenAI-compatible multimodal chat endpoint (vLLM, hosted APIs)."""
-
-    name: str = "openai"
-    base_url: str = MISSING
-    model: str = MISSING
-    api_key_env: str | None = None  # name of the env var holding the key; null: no key needed
-    max_frames: int = 8
-    detail: str = "low"  # image_url detail: low | high | auto
-    jpeg_quality: int = 85
-    send_audio: bool = True  # input_audio wav parts; off for servers without audio input
-    temperature: float = 0.0
-    max_tokens: int = 512
-    seed: int | None = None
-    timeout_s: float = 300.0
-    max_retries: int = 3
-
-
-@dataclass
-class JudgePromptConf:
-    system: str = MISSING
-    user: str = MISSING  # {response} {nfbl_block}
-    nfbl_block: str = MISSING  # {nfbl}
-
-
-@dataclass
-class OpenAIJudgeConf:
-    name: str = "openai"
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-3.5-turbo-0125"
-    api_key_env: str | None = "OPENAI_API_KEY"
-    concurrency: int = 8
-    max_retries: int = 6
-    timeout_s: float = 60.0
-    temperature: float = 0.0
-    max_tokens: int = 64
-    parse_retries: int = 2
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
-    seed: int | None = None
-    prompt: JudgePromptConf = field(default_factory=JudgePromptConf)
-
-
-@dataclass
-class OfflineJudgeConf:
-    """judge=offline: VADER lexicon polarity, NOT the paper's judge (for machines with no LLM)."""
-
-    name: str = "offline"
 
 
 @dataclass
@@ -235,6 +131,7 @@ class AuditConf:
 class EaldConf:
     task: Task = Task.check
     seed: int = 0
+    paths: dict[str, Any] = field(default_factory=dict)  # this machine's weights and data
     limit: int | None = None  # first N videos of the split, for smoke runs
     dataset: DatasetConf = field(default_factory=DatasetConf)
     protocol: ProtocolConf = field(default_factory=ProtocolConf)
@@ -258,26 +155,28 @@ class ConfigError(ValueError):
     """A config value is out of range; the message names the key."""
 
 
-_SCHEMAS = {
-    "backbone": {
-        "none": ComponentConf,
-        "tiny": TinyBackboneConf,
-        "openai": OpenAIBackboneConf,
-        "video_llama": VideoLlamaConf,
-        "pandagpt": PandaGPTConf,
-    },
-    "judge": {"none": ComponentConf, "openai": OpenAIJudgeConf, "offline": OfflineJudgeConf},
-    # One schema for the five probe baselines: conf/baseline/<name>.yaml pulls `probe_schema`.
-    "baseline": {"none": ComponentConf, "probe": BaselineConf},
-}
-
-
 def register_configs() -> None:
+    """The top-level schema. Component slots (backbone, judge, baseline) are typed by
+    `type_components` against the schema each option's YAML declares (eald.registry)."""
     cs = ConfigStore.instance()
     cs.store(name="eald_schema", node=EaldConf)
-    for group, options in _SCHEMAS.items():
-        for name, node in options.items():
-            cs.store(group=group, name=f"{name}_schema", node=node)
+    # baseline=none keeps the probe keys, so baseline.* overrides of a mixed sweep fit it too.
+    cs.store(group="baseline", name="probe_schema", node=BaselineConf)
+
+
+def type_components(cfg: DictConfig) -> None:
+    """Replace each chosen component's node by its schema-typed version: unknown keys, wrong
+    types and unset required keys fail here, naming the key, before any work."""
+    for slot in SLOTS:
+        node = cfg.get(slot)
+        if node is None or node.get("name") in (None, "none"):
+            continue
+        try:
+            typed = REGISTRY.of(slot, node).typed(node, slot)
+        except RegistryError as err:
+            raise ConfigError(str(err)) from None
+        with open_dict(cfg):
+            cfg[slot] = typed
 
 
 def _check(ok: bool, key: str, value: Any, why: str) -> None:
@@ -286,7 +185,11 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Range checks Hydra's types cannot express. Raises ConfigError naming the key."""
+    """Component schemas, then range checks Hydra's types cannot express. Raises ConfigError
+    naming the key."""
+    type_components(cfg)
+    _check(cfg.dataset.root is not None, "dataset.root", None,
+           "not set: give dataset.root=/path, or paths.eald_root in local/default.yaml")  # fmt: skip
     f = cfg.sequence.fraction
     _check(0 < f <= 1, "sequence.fraction", f, "must satisfy 0 < fraction <= 1")
     s = cfg.sampling

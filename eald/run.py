@@ -2,7 +2,7 @@
 `task`. Every job writes predictions.jsonl, metrics.json and Hydra's .hydra/ copy of the config,
 and returns the primary metric (accuracy) so sweepers can optimise it.
 
-    eald-run                                  # conf/config.yaml defaults (the demo)
+    eald-run                                  # eald/conf/config.yaml defaults (the demo)
     eald-run -m modality=v,va,van seed=0,1    # a sweep (multirun/<time>/<job>)
 """
 
@@ -19,10 +19,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from eald.config import ConfigError, Task, register_configs, validate
+from eald.config import ConfigError, register_configs, validate
 from eald.data.dataset import DatasetError
+from eald.io import write_json
 from eald.log import build_logger, redact
 from eald.metrics import format_table
+from eald.registry import REGISTRY, RegistryError, load
+from eald.tasks import run_identity
 from eald.tasks.common import EaldError, RunContext, TaskResult
 
 log = logging.getLogger("eald")
@@ -31,35 +34,16 @@ for _noisy in ("httpx", "httpx2", "openai"):  # one INFO line per HTTP request o
 # conf/hydra/launcher/{joblib,submitit_slurm}.yaml are validated against the plugins' schemas of
 # the same name; that is what we want, so Hydra's deprecation notice about it is noise.
 warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
+# ~/.config/eald (the user's config dir on the search path) is optional: its absence is normal.
+warnings.filterwarnings(
+    "ignore", message=r"provider=hydra\.searchpath in main, path=.*/\.config/eald is not available"
+)
 register_configs()
 
 
 def _task(name: str) -> Callable[[DictConfig, RunContext], TaskResult]:
     # Imported lazily: a task's heavy dependencies load only when that task runs.
-    if name == Task.check.value:
-        from eald.tasks.check import run_check
-
-        return run_check
-    if name == Task.zeroshot.value:
-        from eald.tasks.zeroshot import run_zeroshot
-
-        return run_zeroshot
-    if name == Task.deid.value:
-        from eald.tasks.deid import run_deid
-
-        return run_deid
-    if name == Task.probe.value:
-        from eald.tasks.probe import run_probe
-
-        return run_probe
-    if name == Task.audit.value:
-        from eald.tasks.audit import run_audit
-
-        return run_audit
-    raise EaldError(
-        f"task={name} is not available yet in this version of eald "
-        "(available: zeroshot, check, deid, audit, probe). See the README's roadmap."
-    )
+    return load(REGISTRY.get("task", name).target)
 
 
 def execute(cfg: DictConfig) -> float | None:
@@ -70,6 +54,11 @@ def execute(cfg: DictConfig) -> float | None:
     group = Path(hc.sweep.dir).name if multirun else None
     job = f"{cfg.task.value}-{hc.job.num}" if multirun else f"{cfg.task.value}-{run_dir.name}"
     task_fn = _task(cfg.task.value)
+    try:
+        identity = run_identity(cfg)
+    except ValueError as err:  # e.g. weight paths that do not exist
+        raise ConfigError(str(err)) from err
+    write_json(run_dir / "identity.json", identity)  # what eald-report groups runs by
     logger = build_logger(cfg, run_dir, group, job)
     exit_code = 1
     try:
@@ -82,15 +71,16 @@ def execute(cfg: DictConfig) -> float | None:
     return result.primary
 
 
-# The config tree lives at the repository root (conf/), next to the eald package.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The config tree ships inside the package (eald/conf; `conf` at the repository root links to
+# it), so an installed wheel runs as a checkout does.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         return execute(cfg)
-    except (ConfigError, DatasetError, EaldError) as err:
+    except (ConfigError, DatasetError, EaldError, RegistryError) as err:
         # Expected failures: one clear line, no traceback, non-zero exit.
         log.error("%s", err)
         print(f"eald-run: error: {err}", file=sys.stderr)

@@ -38,7 +38,7 @@ def sample_cfg(fraction: float = 1.0, seed: int = 0, mods: str = "van", **sampli
     """The config slice sample_video reads, from conf/config.yaml with overrides."""
     from omegaconf import OmegaConf
 
-    base = OmegaConf.load(REPO / "conf" / "config.yaml")
+    base = OmegaConf.load(REPO / "eald" / "conf" / "config.yaml")
     return OmegaConf.create({
         "seed": seed, "sequence": {"fraction": fraction}, "nfbl_text": base.nfbl_text,
         "sampling": {**base.sampling, **sampling},

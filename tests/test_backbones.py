@@ -12,18 +12,22 @@ from omegaconf import OmegaConf
 
 from eald.data.dataset import load_dataset
 from eald.data.sampling import sample_video
-from eald.mllm import BackboneError, build_backbone
+from eald.mllm import BackboneError
+from eald.registry import REGISTRY
 from eald.testing.openai_server import FakeOpenAIServer, Reply
 from tests.conftest import REPO, sample_cfg
 
-BASE = OmegaConf.load(REPO / "conf" / "config.yaml")
+
+def build_backbone(conf):
+    return REGISTRY.build("backbone", conf)
+
+
+BASE = OmegaConf.load(REPO / "eald" / "conf" / "config.yaml")
 MODALITIES = ["v", "a", "n", "va", "vn", "an", "van"]
 
 
 def _conf(group: str, name: str, **over):
-    c = OmegaConf.load(REPO / "conf" / group / f"{name}.yaml")
-    c.pop("defaults")
-    return OmegaConf.merge(c, over)
+    return REGISTRY.option(group, name, **over)
 
 
 def _sample(root, mods: str, vid: str = "1"):
@@ -106,7 +110,7 @@ def test_tiny_backbone_is_deterministic_and_sees_each_modality(demo_root):
 
 
 def test_unknown_backbone_is_rejected():
-    with pytest.raises(ValueError, match="unknown backbone"):
+    with pytest.raises(ValueError, match="backbone .gpt5. is not registered"):
         build_backbone(OmegaConf.create({"name": "gpt5"}))
 
 

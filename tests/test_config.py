@@ -11,10 +11,9 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from eald.config import ConfigError, register_configs, validate
-from eald.data.protocols import PART_TEST, PART_TRAIN
 from tests.conftest import REPO, run_cli
 
-CONF = REPO / "conf"
+CONF = REPO / "eald" / "conf"
 register_configs()
 
 
@@ -43,6 +42,9 @@ def test_all_design_groups_exist():
 def test_every_option_composes(group, option):
     cfg = _compose(f"{group}={option}", "dataset.root=/x")
     validate(cfg)
+    if group == "dataset":  # a dataset option is its files' place and layout
+        assert cfg.dataset.root == "/x" and cfg.dataset.videos_dir == "videos"
+        return
     # `<name>_tiny` options run the same component at tiny sizes.
     assert OmegaConf.select(cfg, f"{group}.name") == option.removesuffix("_tiny")
 
@@ -77,11 +79,19 @@ def test_modality_switches():
 
 
 def test_part_protocol_is_the_papers():
+    """The YAML is the only copy of the paper's lists (supp. section 2): 72 + 74 distinct ids of
+    the 275 videos, ascending, beginning and ending as printed there."""
     p = _compose("protocol=part").protocol
-    assert [int(i) for i in p.train] == list(PART_TRAIN)
-    assert [int(i) for i in p.test] == list(PART_TEST)
-    assert (len(PART_TRAIN), len(PART_TEST)) == (72, 74)
-    assert not set(PART_TRAIN) & set(PART_TEST)
+    train, test = [int(i) for i in p.train], [int(i) for i in p.test]
+    assert (len(train), len(test)) == (72, 74) and not set(train) & set(test)
+    assert train == sorted(set(train)) and test == sorted(set(test))
+    assert 0 <= min(train + test) and max(train + test) <= 274
+    assert (train[:3], train[-3:], test[:3], test[-3:]) == (
+        [2, 7, 10],
+        [269, 272, 274],
+        [0, 1, 6],
+        [268, 270, 273],
+    )
 
 
 @pytest.mark.parametrize(

@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from eald.data.fbank import imagebind_melspec
+from eald.data.media import fingerprint_files
 from eald.mllm.convert import (
     Apply,
     CheckpointError,
     KeyMap,
     Merge,
     apply_keymap,
-    fingerprint_files,
     load_checkpoint,
     load_converted,
     load_into,

@@ -11,9 +11,15 @@ from types import SimpleNamespace
 import pytest
 from omegaconf import OmegaConf
 
-from eald.judge import Judge, JudgeConfigError, JudgeRequest, build_judge, build_messages
+from eald.judge import Judge, JudgeConfigError, JudgeRequest, build_messages
 from eald.judge.parse import JudgeParseError, parse_judgement
+from eald.registry import REGISTRY
 from eald.testing.openai_server import FakeOpenAIServer, Reply
+
+
+def build_judge(conf, **kw):
+    return REGISTRY.build("judge", conf, **kw)
+
 
 PROMPT = {
     "system": "You judge emotions.",

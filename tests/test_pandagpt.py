@@ -20,11 +20,12 @@ from eald.data.dataset import load_dataset
 from eald.data.sampling import Sample, Window, sample_video
 from eald.mllm import CLIP_MEAN, CLIP_STD, BackboneError
 from eald.mllm import pandagpt as pg
+from eald.mllm import pandagpt_tiny as pt
 from eald.mllm.convert import CheckpointError, load_checkpoint
 from eald.mllm.imagebind import ImageBindConfig
 from tests.conftest import REPO, sample_cfg
 
-BASE = OmegaConf.load(REPO / "conf" / "config.yaml")
+BASE = OmegaConf.load(REPO / "eald" / "conf" / "config.yaml")
 LAYERS = 2
 
 
@@ -40,19 +41,19 @@ def _sample(root: Path, mods: str, vid: str = "1") -> Sample:
 
 @pytest.fixture(scope="module")
 def model_a() -> pg.PandaGPT:
-    return pg.build_tiny(seed=3, layers=LAYERS)
+    return pt.build_tiny(seed=3, layers=LAYERS)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["default-infix", "peft02-names"])
 def written(request, model_a, tmp_path_factory):
-    paths = pg.write_original(model_a, tmp_path_factory.mktemp("pg"), default_infix=request.param)
+    paths = pt.write_original(model_a, tmp_path_factory.mktemp("pg"), default_infix=request.param)
     model_b, tok, report = pg.load_pandagpt(*paths.values(), ib=ImageBindConfig.tiny())
     return paths, model_b, tok, report, request.param
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    return pg.PandaGPTBackbone(_conf(max_new_tokens=12))
+    return pt.TinyPandaGPTBackbone(_conf(max_new_tokens=12))
 
 
 def test_round_trip_original_layout(written, model_a) -> None:
@@ -237,7 +238,7 @@ def test_identity_and_real_paths(backbone, model_a, demo_root, tmp_path, monkeyp
     assert pg.identity(_conf(do_sample=True))["deterministic"] is False
     with pytest.raises(ValueError, match="imagebind_path"):
         pg.identity(_conf(tiny=False))
-    paths = {k: str(v) for k, v in pg.write_original(model_a, tmp_path).items()}
+    paths = {k: str(v) for k, v in pt.write_original(model_a, tmp_path).items()}
     real = _conf(tiny=False, imagebind_path=paths["imagebind"], vicuna_path=paths["vicuna"],
                  delta_path=paths["delta"], max_new_tokens=8)  # fmt: skip
     assert set(pg.identity(real)["weights"]) == {"imagebind", "vicuna", "delta"}
@@ -254,7 +255,7 @@ def test_identity_and_real_paths(backbone, model_a, demo_root, tmp_path, monkeyp
 def test_gpu_smoke(demo_root) -> None:
     van = _sample(demo_root, "van")
     for dtype in ("float16", "bfloat16"):
-        bb = pg.PandaGPTBackbone(_conf(device="cuda", dtype=dtype, max_new_tokens=16))
+        bb = pt.TinyPandaGPTBackbone(_conf(device="cuda", dtype=dtype, max_new_tokens=16))
         assert next(bb.model.parameters()).is_cuda
         out = bb.describe([van, van], BASE.prompt)
         assert out[0] == out[1] == bb.describe([van], BASE.prompt)[0]

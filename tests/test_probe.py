@@ -153,7 +153,7 @@ def test_bad_baseline_values_fail_at_start_naming_the_key():
     from tests.conftest import REPO
 
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "eald" / "conf"), version_base="1.3"):
         for bad, key in [("baseline.variant=fast", "baseline.variant"),
                          ("baseline.val_fraction=1.0", "baseline.val_fraction"),
                          ("baseline.warmup_epochs=40", "baseline.warmup_epochs")]:  # fmt: skip

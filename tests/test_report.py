@@ -168,3 +168,29 @@ def test_settings_differing_outside_the_name_are_not_merged_and_collisions_repor
     )
     text = (out / "report.md").read_text()
     assert "## Collisions (1)" in text and f"dropped `{a.resolve()}`" in text
+
+
+def test_declared_identities_define_settings(tmp_path):
+    """Equal configs whose runs declared different component identities (the weight files at
+    the same path changed) are two settings; equal declarations of one seed are a collision."""
+    ident = {"version": 1, "task": "zeroshot", "config": {"dataset": {"root": "/data"}},
+             "components": {"backbone": {"kind": "video_llama", "weights": {"fingerprint": "a"}}}}  # fmt: skip
+    runs = {}
+    for name, fp, preds in (
+        ("a", "a", (5, 0, 5, 0)),
+        ("b", "b", (0, 5, 0, 5)),
+        ("c", "a", (4, 1, 4, 1)),
+    ):
+        runs[name] = make_run(tmp_path / name, preds_from_confusion(*preds))
+        ident["components"]["backbone"]["weights"]["fingerprint"] = fp
+        (runs[name] / "identity.json").write_text(json.dumps(ident))
+    os.utime(runs["c"] / "metrics.json", (2e9, 2e9))
+    collisions: list = []
+    rows = summarize(group(collect([tmp_path], collisions)))
+    assert sorted(r["setting"]["variant"] for r in rows) == [
+        "components.backbone.weights.fingerprint=a",
+        "components.backbone.weights.fingerprint=b",
+    ]
+    assert sorted(r["accuracy"] for r in rows) == [0.0, 80.0]
+    assert collisions == [{"kept": str(runs["c"].resolve()), "dropped": str(runs["a"].resolve()),
+                           "seed": 0}]  # fmt: skip

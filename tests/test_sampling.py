@@ -20,7 +20,7 @@ from eald.data.sampling import (
 from eald.data.synth import read_index_code, write_mp4, write_wav
 from tests.conftest import REPO, sample_cfg
 
-CFG = OmegaConf.load(REPO / "conf" / "config.yaml")
+CFG = OmegaConf.load(REPO / "eald" / "conf" / "config.yaml")
 
 
 def test_window_same_seed_same_window_and_in_range():

@@ -24,10 +24,11 @@ from eald.data.sampling import Sample, Window, sample_video
 from eald.mllm import CLIP_MEAN, CLIP_STD, BackboneError
 from eald.mllm import video_llama as vl
 from eald.mllm import video_llama_prompt as vp
+from eald.mllm import video_llama_tiny as vt
 from eald.mllm.convert import CheckpointError
 from tests.conftest import REPO
 
-BASE = OmegaConf.load(REPO / "conf" / "config.yaml")
+BASE = OmegaConf.load(REPO / "eald" / "conf" / "config.yaml")
 PROMPT = OmegaConf.create({"question": "Q?", "nfbl_intro": "NFBL: {nfbl}"})
 WB = ("weight", "bias")
 # The demo's audio-video turn, spelled out (the source's line continuations keep 17 / 18 spaces).
@@ -44,18 +45,18 @@ def _conf(**over) -> vl.VideoLlamaConf:
 
 @pytest.fixture(scope="module")
 def model_a() -> vl.VideoLlamaModel:
-    return vp.build_tiny_model(_conf(seed=3))
+    return vt.build_tiny_model(_conf(seed=3))
 
 
 @pytest.fixture(scope="module")
 def files(model_a, tmp_path_factory) -> dict[str, Path]:
-    return vp.write_checkpoints(model_a, tmp_path_factory.mktemp("vl_ckpt"), vl.TINY_NAMES)
+    return vt.write_checkpoints(model_a, tmp_path_factory.mktemp("vl_ckpt"), vl.TINY_NAMES)
 
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> vl.VideoLlamaBackbone:
     """The tiny backbone as `backbone=video_llama_tiny` builds it (files cached in tiny_dir)."""
-    return vl.VideoLlamaBackbone(_conf(tiny_dir=str(tmp_path_factory.mktemp("tiny")),
+    return vt.TinyVideoLlamaBackbone(_conf(tiny_dir=str(tmp_path_factory.mktemp("tiny")),
                                        max_new_tokens=16))  # fmt: skip
 
 
@@ -405,13 +406,15 @@ def test_generation_end_to_end_on_demo_video(backbone, demo_root):
 
 
 def test_identity(files, backbone, tmp_path):
-    paths = vp.ensure_tiny_checkpoints(backbone.conf)  # written once, then reused as is
+    paths = vt.ensure_tiny_checkpoints(backbone.conf)  # written once, then reused as is
     stamp = paths["vl"].stat().st_mtime_ns
-    assert vp.ensure_tiny_checkpoints(backbone.conf) == paths
+    assert vt.ensure_tiny_checkpoints(backbone.conf) == paths
     assert paths["vl"].stat().st_mtime_ns == stamp
-    ident = vl.identity(_conf(seed=3))
+    ident = vt.identity(_conf(seed=3))
     assert ident["kind"] == "video_llama" and ident["weights"]["tiny"]["seed"] == 3
-    assert ident["deterministic"] and not vl.identity(_conf(do_sample=True))["deterministic"]
+    assert ident["deterministic"] and not vt.identity(_conf(do_sample=True))["deterministic"]
+    with pytest.raises(ValueError, match="backbone=video_llama_tiny"):
+        vl.identity(_conf(seed=3))  # the released identity never guesses a tiny model's files
     real = _conf(tiny=False, **{f"{k}_path": str(files[k]) for k in vl.TINY_NAMES})
     fp = vl.identity(real)["weights"]["fingerprint"]
     assert "config.json" in vl.identity(real)["weights"]["files"]
@@ -426,7 +429,7 @@ def test_identity(files, backbone, tmp_path):
 
 @pytest.mark.gpu
 def test_tiny_bf16_on_cuda(backbone, tmp_path):
-    bb = vl.VideoLlamaBackbone(_conf(tiny_dir=str(tmp_path), device="cuda", dtype="bf16",
+    bb = vt.TinyVideoLlamaBackbone(_conf(tiny_dir=str(tmp_path), device="cuda", dtype="bf16",
                                      max_new_tokens=16))  # fmt: skip
     (gpu,) = bb.inputs_embeds([_sample()], PROMPT)
     (cpu,) = backbone.inputs_embeds([_sample()], PROMPT)

@@ -158,7 +158,7 @@ def test_one_checkpoint_fingerprint_function():
     """Feature-cache keys hash a checkpoint with the same function as every other model file:
     there is no second recipe that could hash other bytes when an import fails."""
     import baselines.video_models as vm
-    from eald.mllm import convert
+    from eald.data import media
 
-    assert vm.fingerprint_files is convert.fingerprint_files
+    assert vm.fingerprint_files is media.fingerprint_files
     assert not hasattr(vm, "fingerprint")

@@ -20,13 +20,14 @@ from eald.bench.common import fmt, table
 from eald.config import register_configs
 from eald.data.demo import generate_demo
 from eald.io import write_json
-from eald.judge import JudgeRequest, build_judge
+from eald.judge import JudgeRequest
 from eald.log import NoneLogger
+from eald.registry import REGISTRY
 from eald.tasks.common import RunContext
 from eald.tasks.zeroshot import run_zeroshot
 from eald.testing.openai_server import FakeOpenAIServer
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 N_REQUESTS, LATENCY_S = 200, 0.1
 ANSWER = '{"emotion": "positive", "score": 7}'
 
@@ -40,7 +41,7 @@ def _cfg(overrides: list[str]) -> Any:
 def throughput(server: FakeOpenAIServer, concurrency: int) -> dict[str, Any]:
     cfg = _cfg(["judge=openai", f"judge.base_url={server.base_url}", "judge.api_key_env=null",
                 f"judge.concurrency={concurrency}"])  # fmt: skip
-    judge = build_judge(cfg.judge)
+    judge = REGISTRY.build("judge", cfg.judge)
     reqs = [JudgeRequest(str(i), f"description {i}", None) for i in range(N_REQUESTS)]
     t0 = time.perf_counter()
     out = judge.judge(reqs)

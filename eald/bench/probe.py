@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from baselines import build_baseline
 from baselines.probe import ProbeSettings, labels_to_targets, train_probe
 from eald.bench.common import fmt, table
 from eald.data.dataset import load_dataset
 from eald.data.demo import generate_demo
 from eald.data.sampling import sequence_window
 from eald.io import write_json
+from eald.registry import REGISTRY
 
 EPOCHS, NAIVE_EPOCHS = 30, 2
 CONF = {"name": "tsm", "checkpoint": None, "tiny": True, "num_clips": 2, "device": "cpu",
@@ -39,7 +39,7 @@ def run(cache: Path) -> dict[str, Any]:
     videos = list(ds.videos.values())
     windows = [sequence_window(v.id, v.duration_s, 1.0, 0) for v in videos]
     y = labels_to_targets([v.label for v in videos])
-    model = build_baseline(OmegaConf.create(CONF))
+    model = REGISTRY.build("baseline", OmegaConf.create(CONF))
     settings = ProbeSettings(epochs=EPOCHS, batch_size=4, seed=0)
 
     t0 = time.perf_counter()

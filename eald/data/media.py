@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,6 +48,19 @@ def file_fingerprint(path: Path, edge: int = 1 << 20) -> str:
             fh.seek(max(edge, size - edge))
             h.update(fh.read(edge))
     return h.hexdigest()[:32]
+
+
+def fingerprint_files(paths: Iterable[str | Path]) -> str:
+    """Cheap content fingerprint for cache keys: per file its name, size and the sha256 of its
+    first and last MiB, in the given order (order matters: files may play different roles).
+
+    Reading 2 MiB instead of multi-GB weights keeps it instant; any re-export changes at least
+    the size or the head (pickle/safetensors headers hold shapes and offsets).
+    """
+    h = hashlib.sha256()
+    for p in map(Path, paths):
+        h.update(f"{p.name}\0{file_fingerprint(p)}\0".encode())
+    return h.hexdigest()
 
 
 def _rate(r: Fraction | None) -> float:

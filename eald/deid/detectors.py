@@ -24,6 +24,9 @@ from typing import Any, NamedTuple, Protocol
 import cv2
 import numpy as np
 
+from eald.deid.settings import DETECTOR_NAMES
+from eald.registry import REGISTRY
+
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, end-exclusive
 
 
@@ -73,6 +76,9 @@ DETECTORS: dict[str, DetectorInfo] = {
     "mtcnn": DetectorInfo("mtcnn", "mtcnn", 24, None, False, 0.95, 0.9, "facenet_pytorch",
                           "pip install --no-deps facenet-pytorch==2.6.0"),
 }  # fmt: skip
+
+
+assert tuple(DETECTORS) == DETECTOR_NAMES, "a registered face detector without its spec"
 
 
 def missing_detectors(names: list[str]) -> list[str]:
@@ -290,11 +296,8 @@ class Mtcnn(_Lazy):
         return [tuple(boxes[k]) for k in keep], [float(probs[k]) for k in keep]
 
 
-_CLASSES = {"cnn": DlibCnn, "hog": DlibHog, "centerface": CenterFace, "mtcnn": Mtcnn}
-
-
 def build_detector(plan: Plan) -> _Lazy:
-    return _CLASSES[plan.name](plan)
+    return REGISTRY.get("face_detector", plan.name).build(plan)
 
 
 def iou(a: tuple, b: tuple) -> float:

@@ -7,12 +7,20 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from eald.registry import REGISTRY, Component
+
 _CHOICES = {
     "between": ("hold", "interpolate"), "mode": ("blur", "fill"),
     "on_error": ("blur_frame", "raise"), "on_lost": ("blur_frame", "none"),
     "on_no_faces": ("blur_all", "fail", "warn"),
 }  # fmt: skip
-DETECTOR_NAMES = ("cnn", "hog", "centerface", "mtcnn")  # eald.deid.detectors.DETECTORS
+# Face detectors are registered components; their specs (family, smallest face, thresholds) are
+# eald.deid.detectors.DETECTORS, their classes load only when a detector is built.
+DETECTOR_NAMES = tuple(
+    REGISTRY.register(Component("face_detector", name, f"eald.deid.detectors:{cls}")).name
+    for name, cls in (("cnn", "DlibCnn"), ("hog", "DlibHog"), ("centerface", "CenterFace"),
+                      ("mtcnn", "Mtcnn"))
+)  # fmt: skip
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Stage 3 of EALD-MLLM: an LLM judge turns an MLLM's video description into a verdict.
 
 The judge answers the person's emotion ("positive" | "negative") and a confidence score 1-10.
-Implementations are imported lazily by `build_judge` so that `eald.judge` itself stays cheap
-and the offline judge works without the `openai` package (and vice versa).
+Judges are registered components (eald.registry; `eald/conf/judge/<name>.yaml`), imported only
+when chosen, so `eald.judge` itself stays cheap and the offline judge works without the `openai`
+package (and vice versa).
 
 A failed request is reported as a failure (`status != "ok"`, `emotion is None`), never guessed.
 """
@@ -110,23 +111,6 @@ def build_messages(prompt: Any, request: JudgeRequest) -> list[dict[str, str]]:
     return messages
 
 
-def build_judge(conf: Any, **kwargs: Any) -> Judge:
-    """Build the judge named by `conf.name` ("openai" | "offline").
-
-    Extra keyword arguments go to the implementation (e.g. `sleep`/`rng` for OpenAIJudge tests).
-    """
-    name = conf_get(conf, "name", "none")
-    if name == "openai":
-        from eald.judge.openai_judge import OpenAIJudge
-
-        return OpenAIJudge(conf, **kwargs)
-    if name == "offline":
-        from eald.judge.offline import OfflineJudge
-
-        return OfflineJudge(conf, **kwargs)
-    raise JudgeConfigError(f"judge.name={name!r} is not a judge; expected 'openai' or 'offline'")
-
-
 __all__ = [
     "VERSION",
     "STATUS_OK",
@@ -137,7 +121,6 @@ __all__ = [
     "JudgeRequest",
     "Judgement",
     "OnResult",
-    "build_judge",
     "build_messages",
     "conf_get",
     "fill_template",

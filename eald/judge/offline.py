@@ -21,6 +21,18 @@ from eald.judge import VERSION, Judgement, JudgeRequest, OnResult
 KIND = "offline-vader"
 
 
+def identity(conf: Any) -> dict[str, Any]:
+    """Fixed: the judge has no settings."""
+    return {
+        "kind": KIND,
+        "paper_judge": False,
+        "note": "VADER text sentiment stand-in; NOT the paper's gpt-3.5-turbo judge",
+        "rule": "compound>=0 -> positive; confidence=clamp(1+round(9*|compound|),1,10)",
+        "input": "response + '\\n' + nfbl (when nfbl is given)",
+        "version": VERSION,
+    }
+
+
 class OfflineJudge:
     """VADER-based stand-in judge (not the paper's LLM judge); see the module docstring."""
 
@@ -35,14 +47,7 @@ class OfflineJudge:
         self._lock = threading.Lock()  # VADER is not documented as thread-safe
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "kind": KIND,
-            "paper_judge": False,
-            "note": "VADER text sentiment stand-in; NOT the paper's gpt-3.5-turbo judge",
-            "rule": "compound>=0 -> positive; confidence=clamp(1+round(9*|compound|),1,10)",
-            "input": "response + '\\n' + nfbl (when nfbl is given)",
-            "version": VERSION,
-        }
+        return identity(None)
 
     def classify(self, request: JudgeRequest) -> Judgement:
         text = request.response if request.nfbl is None else f"{request.response}\n{request.nfbl}"

@@ -11,9 +11,7 @@ import email.utils
 import json
 import logging
 import math
-import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +20,7 @@ from typing import Any
 
 import openai
 
+from eald.credentials import CredentialError, api_key, public_url
 from eald.judge import (
     STATUS_ERROR,
     STATUS_OK,
@@ -48,9 +47,25 @@ REASK = (
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
-def _public_url(url: str) -> str:
-    """base_url without user:password@ (credentials must never reach identity or logs)."""
-    return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1", url)
+def identity(conf: Any) -> dict[str, Any]:
+    """Everything that changes an answer, from the config alone (no client, no key)."""
+    max_tokens, seed, prompt = (conf_get(conf, k, None) for k in ("max_tokens", "seed", "prompt"))
+    return {
+        "kind": KIND,
+        "model": str(conf_get(conf, "model")),
+        "base_url": public_url(str(conf_get(conf, "base_url"))),
+        "prompt": {
+            "system": str(conf_get(prompt, "system", "") or ""),
+            "user": str(conf_get(prompt, "user")),
+            "nfbl_block": str(conf_get(prompt, "nfbl_block", "")),
+        },
+        "reask": REASK,
+        "temperature": float(conf_get(conf, "temperature", 0.0)),
+        "max_tokens": None if max_tokens is None else int(max_tokens),
+        "seed": None if seed is None else int(seed),
+        "parse_retries": int(conf_get(conf, "parse_retries", 0)),
+        "version": VERSION,
+    }
 
 
 def retry_after_s(err: openai.APIStatusError) -> float | None:
@@ -101,6 +116,7 @@ class OpenAIJudge:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        self._conf = conf
         self.base_url = str(conf_get(conf, "base_url"))
         self.model = str(conf_get(conf, "model"))
         self.api_key_env: str | None = conf_get(conf, "api_key_env", None) or None
@@ -144,34 +160,17 @@ class OpenAIJudge:
         )
 
     def _read_key(self) -> str:
-        if self.api_key_env is None:
-            return "EMPTY"  # keyless local servers (vLLM etc.); the client insists on a value
-        key = os.environ.get(self.api_key_env, "")
-        if not key:
-            raise JudgeConfigError(
-                f"judge.api_key_env names the environment variable {self.api_key_env!r}, "
-                "which is not set or empty; export it, or set judge.api_key_env=null for a "
-                "server that needs no key"
-            )
-        return key
+        try:
+            return api_key(self.api_key_env, "judge.api_key_env")
+        except CredentialError as err:
+            raise JudgeConfigError(str(err)) from None
 
     def identity(self) -> dict[str, Any]:
-        return {
-            "kind": KIND,
-            "model": self.model,
-            "base_url": _public_url(self.base_url),
-            "prompt": dict(self.prompt),
-            "reask": REASK,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "seed": self.seed,
-            "parse_retries": self.parse_retries,
-            "version": VERSION,
-        }
+        return identity(self._conf)
 
     def __repr__(self) -> str:
         return (
-            f"OpenAIJudge(model={self.model!r}, base_url={_public_url(self.base_url)!r}, "
+            f"OpenAIJudge(model={self.model!r}, base_url={public_url(self.base_url)!r}, "
             f"api_key_env={self.api_key_env!r}, concurrency={self.concurrency})"
         )
 

@@ -12,7 +12,6 @@ Pipeline: `load_checkpoint` -> `apply_keymap` (with optional `Merge`/`Apply` ten
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import re
@@ -24,8 +23,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from eald.data.media import file_fingerprint
-
 __all__ = [
     "Apply",
     "CheckpointError",
@@ -33,7 +30,6 @@ __all__ = [
     "LoadReport",
     "Merge",
     "apply_keymap",
-    "fingerprint_files",
     "load_checkpoint",
     "load_converted",
     "load_into",
@@ -308,16 +304,3 @@ def load_converted(
     report = load_into(module, converted, allow_missing=allow_missing, assign=assign)
     ignored = tuple(sorted(k for k in sd if keymap.is_ignored(k)))
     return LoadReport(report.missing, report.unexpected, report.loaded, ignored)
-
-
-def fingerprint_files(paths: Iterable[str | Path]) -> str:
-    """Cheap content fingerprint for cache keys: per file its name, size and the sha256 of its
-    first and last MiB, in the given order (order matters: files may play different roles).
-
-    Reading 2 MiB instead of multi-GB weights keeps it instant; any re-export changes at least
-    the size or the head (pickle/safetensors headers hold shapes and offsets).
-    """
-    h = hashlib.sha256()
-    for p in map(Path, paths):
-        h.update(f"{p.name}\0{file_fingerprint(p)}\0".encode())
-    return h.hexdigest()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import wave
 from collections.abc import Sequence
 from typing import Any
@@ -20,19 +19,12 @@ import numpy as np
 import openai
 from PIL import Image
 
+from eald.credentials import api_key, public_url
 from eald.data.sampling import Sample
-from eald.mllm import BackboneError, Preprocess, prompt_parts
+from eald.mllm import BackboneError, Preprocess
+from eald.mllm.prompt import prompt_parts
 
 VERSION = "openai-backbone-2"  # 2: the frame intro counts the frames sent
-
-
-def _api_key(env: str | None, key: str) -> str:
-    if not env:
-        return "EMPTY"  # local servers (vLLM, llama.cpp, Ollama) accept any key
-    value = os.environ.get(env, "")
-    if not value:
-        raise ValueError(f"{key}={env!r}: environment variable {env} is not set or empty")
-    return value
 
 
 def jpeg_b64(frame: np.ndarray, quality: int) -> str:
@@ -58,7 +50,7 @@ def identity(conf: Any) -> dict[str, Any]:
     return {
         "kind": "openai",
         "version": VERSION,
-        "base_url": c.base_url,
+        "base_url": public_url(c.base_url),
         "model": c.model,
         "request": {"max_frames": c.max_frames, "detail": c.detail,
                     "jpeg_quality": c.jpeg_quality, "send_audio": c.send_audio},
@@ -75,7 +67,7 @@ class OpenAIBackbone:
         self.conf = conf
         self._client = openai.OpenAI(
             base_url=conf.base_url,
-            api_key=_api_key(conf.api_key_env, "backbone.api_key_env"),
+            api_key=api_key(conf.api_key_env, "backbone.api_key_env"),
             timeout=conf.timeout_s,
             max_retries=conf.max_retries,  # the client's own backoff on 429/5xx/timeouts
         )
@@ -83,7 +75,7 @@ class OpenAIBackbone:
         self.deterministic = conf.temperature == 0
 
     def __repr__(self) -> str:
-        return f"OpenAIBackbone(model={self.conf.model!r}, base_url={self.conf.base_url!r})"
+        return f"OpenAIBackbone(model={self.conf.model!r}, base_url={public_url(self.conf.base_url)!r})"
 
     def identity(self) -> dict[str, Any]:
         return identity(self.conf)
@@ -125,10 +117,10 @@ class OpenAIBackbone:
                 )
             except openai.APIError as err:
                 raise BackboneError(
-                    f"{c.base_url} ({c.model}): {type(err).__name__}: {err}"
+                    f"{public_url(c.base_url)} ({c.model}): {type(err).__name__}: {err}"
                 ) from err
             text = resp.choices[0].message.content if resp.choices else None
             if not text:
-                raise BackboneError(f"{c.base_url} ({c.model}): empty response")
+                raise BackboneError(f"{public_url(c.base_url)} ({c.model}): empty response")
             texts.append(text)
         return texts

@@ -1,9 +1,11 @@
-"""Config schemas of the ported backbones, kept free of heavy imports: Hydra needs them at
-start-up, while torch/transformers load only when a backbone is chosen."""
+"""Config schemas of the backbones (the registry's `_schema_`), kept free of heavy imports: the
+config is checked at start-up, while torch/transformers load only when a backbone is built."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from omegaconf import MISSING
 
 
 @dataclass
@@ -65,3 +67,38 @@ class PandaGPTConf:
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     tiny_heads: int = 4
+
+
+@dataclass
+class TinyBackboneConf:
+    """backbone=tiny: a real, small multimodal model with random weights (its text is noise)."""
+
+    name: str = "tiny"
+    seed: int = 0
+    frame_size: int = 32
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    max_new_tokens: int = 48
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass
+class OpenAIBackboneConf:
+    """backbone=openai: any OpenAI-compatible multimodal chat endpoint (vLLM, hosted APIs)."""
+
+    name: str = "openai"
+    base_url: str = MISSING
+    model: str = MISSING
+    api_key_env: str | None = None  # name of the env var holding the key; null: no key needed
+    max_frames: int = 8
+    detail: str = "low"  # image_url detail: low | high | auto
+    jpeg_quality: int = 85
+    send_audio: bool = True  # input_audio wav parts; off for servers without audio input
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = None
+    timeout_s: float = 300.0
+    max_retries: int = 3

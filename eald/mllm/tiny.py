@@ -21,7 +21,8 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from eald.data.sampling import Sample
-from eald.mllm import CLIP_MEAN, CLIP_STD, Preprocess, prompt_parts
+from eald.mllm import CLIP_MEAN, CLIP_STD, Preprocess
+from eald.mllm.prompt import prompt_parts
 
 VERSION = "tiny-1"
 MAX_FRAMES = 64

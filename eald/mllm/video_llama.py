@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import transformers as hf
 from torch import Tensor, nn
 
+from eald.data.media import fingerprint_files
 from eald.data.sampling import Sample
 from eald.mllm import CLIP_MEAN, CLIP_STD, BackboneError, Preprocess, convert
 from eald.mllm import video_llama_prompt as vp
@@ -206,7 +207,8 @@ def _file_specs(arch: Arch, equip_audio: bool) -> list[tuple[str, KeyMap, list, 
 
 def weight_paths(conf: Any) -> dict[str, Path]:
     if conf.tiny:
-        return vp.ensure_tiny_checkpoints(conf)
+        raise ValueError("backbone.tiny=true: use backbone=video_llama_tiny (eald.mllm."
+                         "video_llama_tiny), which writes and loads the tiny files")  # fmt: skip
     paths = {k: getattr(conf, f"{k}_path") for k in (*WEIGHT_FILES, "llama")}
     if paths["imagebind"] is None and paths["al"] is None:
         paths.pop("imagebind"), paths.pop("al")  # video-only Video-LLaMA
@@ -374,23 +376,18 @@ class VideoLlamaBackbone:
                                   self.stops, self.model.decode)  # fmt: skip
 
 
-def identity(conf: Any) -> dict[str, Any]:
+def identity(conf: Any, weights: dict[str, Any] | None = None) -> dict[str, Any]:
     """Cache identity from the config and the weight files' fingerprint (no model load)."""
     c = conf
-    if c.tiny:
-        weights: dict[str, Any] = {"tiny": vp.tiny_spec(c)}
-    else:
+    if weights is None:
         paths = weight_paths(c)
         llama = sorted(p for p in paths["llama"].iterdir()
                        if p.suffix in {".safetensors", ".bin", ".json", ".model"})  # fmt: skip
         files = [paths[k] for k in WEIGHT_FILES if k in paths] + llama
-        fingerprint = convert.fingerprint_files(files)
+        fingerprint = fingerprint_files(files)
         weights = {"fingerprint": fingerprint, "files": [p.name for p in files]}
     gen = {k: getattr(c, k) for k in GEN_KEYS}
     return {"kind": "video_llama", "version": VERSION, "weights": weights, "template": c.template,
             "preprocess": {"frame_size": FRAME_SIZE, "resize": "squash-bicubic-aa-uint8",
                            "max_frames": c.max_frames, "max_audio_clips": c.max_audio_clips},
             "dtype": c.dtype, "generation": gen, "deterministic": not c.do_sample}  # fmt: skip
-
-
-write_tiny_checkpoints = vp.write_tiny_checkpoints  # re-exported: the public entry

@@ -4,9 +4,10 @@ A run directory is any directory holding `.hydra/` (single runs and multirun job
 sweeps re-run into another directory merge naturally. A job dir without `metrics.json` is kept as
 a *missing* run: it crashed or is still running, and hiding it would overstate a sweep.
 
-A setting is everything in the resolved config that can change a prediction: the whole config
-but the seed, Hydra's own keys and what only records or stores results (`IGNORED`). Its table
-name uses `SETTING_KEYS`; runs whose names agree but whose configs differ elsewhere (another
+A setting is what the run declared in `identity.json`: its task, the config sections that task
+reads, and its components' own identities (eald.registry; the seed is not part of it). Runs from
+before identity.json fall back to the resolved config minus the seed, Hydra's own keys and what
+only records or stores results (`IGNORED`). Its table name uses `SETTING_KEYS`; runs whose names agree but whose configs differ elsewhere (another
 dataset root, backbone weights, sampling or prompt) become separate settings, told apart by a
 `variant` naming the keys that differ. Two finished runs of one setting and seed are a
 collision: the newest is kept and the report lists the others.
@@ -14,6 +15,7 @@ collision: the newest is kept and the report lists the others.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ class Run:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     mtime: float = 0.0
     variant: str | None = None  # set by `collect`: what tells it from same-named settings
+    declared: dict[str, Any] | None = None  # identity.json: the identities the run declared
 
     @property
     def ok(self) -> bool:
@@ -65,7 +68,12 @@ class Run:
 
     @cached_property
     def identity(self) -> str:
-        """A hash of everything in the config that can change a prediction."""
+        """A hash of what the run declared defines its setting (identity.json: the task's
+        config sections and its components' identities); for runs written before identity.json
+        existed, of everything in the config that can change a prediction."""
+        if self.declared is not None:
+            body = json.dumps(self.declared, sort_keys=True, default=str).encode()
+            return hashlib.sha256(body).hexdigest()[:16]
         return config_identity(self.config, self.overrides)
 
 
@@ -110,19 +118,19 @@ def relevant(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_identity(config: dict[str, Any], overrides: Sequence[str] = ()) -> str:
-    import hashlib
-
     body = relevant(config) if config else sorted(setting_of(config, overrides))
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def assign_variants(runs: list[Run]) -> None:
-    """Name the keys that tell apart runs whose table names agree but whose configs do not."""
+    """Name the keys that tell apart runs whose table names agree but whose settings do not
+    (of identity.json where the runs have it, e.g. `components.backbone.weights.fingerprint`)."""
     by_name: dict[Setting, list[Run]] = {}
     for r in runs:
         by_name.setdefault(setting_of(r.config, r.overrides), []).append(r)
     for named in by_name.values():
-        flats = {r.identity: relevant(r.config) for r in named}
+        flats = {r.identity: _flat(r.declared) if r.declared is not None else relevant(r.config)
+                 for r in named}  # fmt: skip
         if len(flats) < 2:
             continue
         keys = sorted({k for f in flats.values() for k in f})
@@ -164,7 +172,9 @@ def load_run(path: Path) -> Run:
     if metrics is not None and pfile.is_file():
         preds = [json.loads(line) for line in pfile.read_text().splitlines() if line.strip()]
     mtime = (mfile if mfile.is_file() else path).stat().st_mtime
-    return Run(path, config, [str(o) for o in overrides], metrics, preds, mtime)
+    ifile = path / "identity.json"
+    declared = json.loads(ifile.read_text()) if ifile.is_file() else None
+    return Run(path, config, [str(o) for o in overrides], metrics, preds, mtime, declared=declared)
 
 
 def dedupe(runs: Iterable[Run], collisions: list[dict[str, Any]] | None = None) -> list[Run]:

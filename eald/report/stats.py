@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
+from eald.data.taxonomy import POSITIVE
 from eald.report.collect import Run, Setting
-
-POSITIVE = "positive"
 
 
 def mcnemar_exact(b: int, c: int) -> float:

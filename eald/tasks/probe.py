@@ -24,10 +24,9 @@ from tqdm import tqdm
 from baselines import BaselineInputError
 from baselines.features import (
     FeatureStore,
-    LazyBaseline,
-    feature_identity,
     feature_key,
     modality_of,
+    resolve_device,
 )
 from baselines.probe import (
     ProbeSettings,
@@ -41,6 +40,7 @@ from eald.data.media import MediaError
 from eald.data.sampling import sequence_window
 from eald.data.taxonomy import POSITIVE
 from eald.metrics import compute_metrics
+from eald.registry import REGISTRY, Lazy
 from eald.tasks.common import (
     EaldError,
     RunContext,
@@ -75,10 +75,10 @@ def _ids(cfg: DictConfig, ds: Dataset) -> tuple[list[str], list[str]]:
 
 def _features(
     cfg: DictConfig, ds: Dataset, ids: list[tuple[str, str]], store: FeatureStore,
-    model: LazyBaseline,
+    model: Lazy,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:  # fmt: skip
     """One row per (split, id); features of the videos that have them."""
-    ident = feature_identity(cfg.baseline)
+    ident = REGISTRY.identity("baseline", cfg.baseline)
     audio = modality_of(cfg.baseline) == "audio"
     rows: list[dict[str, Any]] = []
     feats: dict[str, np.ndarray] = {}
@@ -147,7 +147,7 @@ def run_probe(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         print(f"NOTE: baseline={b.name} has no checkpoint (random weights): its features are "
               "noise, and so are the metrics of this run.")  # fmt: skip
     store = FeatureStore(b.feature_dir or Path(cfg.cache.dir) / "features")
-    model = LazyBaseline(b)
+    model = Lazy("baseline", b, prepare=resolve_device)  # built on the first cache miss
     todo = [("train", i) for i in train_ids] + [("test", i) for i in test_ids]
     rows, feats = _features(cfg, ds, todo, store, model)
     probe: dict[str, Any] = {"baseline": b.name, "extract_only": bool(b.extract_only),

@@ -18,8 +18,9 @@ from eald.cache import StageCache, cache_key
 from eald.data.dataset import Video
 from eald.data.media import MediaError, file_fingerprint
 from eald.data.sampling import Window, nfbl_text, sample_video, sequence_window
-from eald.judge import Judgement, JudgeRequest, build_judge
-from eald.mllm import BackboneError, backbone_identity, build_backbone
+from eald.judge import Judgement, JudgeRequest
+from eald.mllm import BackboneError
+from eald.registry import REGISTRY, Lazy
 from eald.tasks.common import (
     EaldError,
     RunContext,
@@ -68,7 +69,7 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     t0 = time.perf_counter()
     ds, ids, _missing = load_split(cfg)
     try:
-        judge = build_judge(cfg.judge)
+        judge = REGISTRY.build("judge", cfg.judge)
     except ValueError as err:  # bad judge config, e.g. an unset API key variable
         raise EaldError(str(err)) from err
     if cfg.backbone.name == "tiny" or cfg.backbone.get("tiny"):
@@ -76,8 +77,9 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         print(f"NOTE: backbone={label} has random weights: its descriptions are noise, and so are the "
               "metrics of this run. Use a real backbone for results.")  # fmt: skip
     cache = StageCache(cfg.cache.dir)
-    b_ident, j_ident = backbone_identity(cfg.backbone), judge.identity()
-    backbone = _LazyBackbone(cfg)  # loaded on the first cache miss: a cached rerun never loads it
+    b_ident, j_ident = REGISTRY.identity("backbone", cfg.backbone), judge.identity()
+    # Loaded on the first cache miss: a cached rerun never loads it.
+    backbone = Lazy("backbone", cfg.backbone, check=lambda b: _check_preprocess(cfg, b))
     rows: list[dict[str, Any]] = []
     calls = {"backbone": 0, "judge": 0}
 
@@ -168,25 +170,6 @@ def _apply(row: dict[str, Any], j: Judgement) -> None:
         row["prediction"], row["confidence"] = j.emotion, j.confidence
     else:
         fail(row, j.status, j.error or j.status)
-
-
-class _LazyBackbone:
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-        self._backbone: Any = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._backbone is not None
-
-    def get(self) -> Any:
-        if self._backbone is None:
-            try:
-                self._backbone = build_backbone(self.cfg.backbone)
-            except ValueError as err:  # bad backbone config, e.g. an unset API key variable
-                raise EaldError(str(err)) from err
-            _check_preprocess(self.cfg, self._backbone)
-        return self._backbone
 
 
 def _check_preprocess(cfg: DictConfig, backbone: Any) -> None:

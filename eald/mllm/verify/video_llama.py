@@ -19,6 +19,7 @@ import torch
 from eald.data.sampling import Sample, Window
 from eald.mllm import video_llama as vl
 from eald.mllm import video_llama_prompt as vp
+from eald.mllm import video_llama_tiny as vt
 
 QUESTION = "What is the emotion of the person in the video: positive, neutral or negative?"
 NFBL = "- 0.5s to 2.0s: folding arms; - 3.0s to 4.5s: touching the face"
@@ -61,8 +62,8 @@ def prepare(work: Path, *, seed: int, frames: int, clips: int, max_new_tokens: i
     tok_dir = train_tokenizer(work / "sentencepiece").parent
     tok = AutoTokenizer.from_pretrained(tok_dir)
     conf = conf_for(seed, template, max_new_tokens)
-    model = vp.build_tiny_model(conf, tokenizer=tok)
-    files = vp.write_checkpoints(model, work / "files", vl.TINY_NAMES)
+    model = vt.build_tiny_model(conf, tokenizer=tok)
+    files = vt.write_checkpoints(model, work / "files", vl.TINY_NAMES)
     # The port reads the folder's tokenizer.json, the original its tokenizer.model: both ship.
     shutil.copy2(tok_dir / "tokenizer.model", files["llama"] / "tokenizer.model")
     rng = np.random.default_rng(seed)
