@@ -13,6 +13,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,13 +21,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from eald.config import ConfigError, register_configs, validate
-from eald.data.dataset import DatasetError
 from eald.io import write_json
 from eald.log import build_logger, redact
-from eald.metrics import format_table
 from eald.registry import REGISTRY, RegistryError, load
 from eald.tasks import run_identity
-from eald.tasks.common import EaldError, RunContext, TaskResult
+
+if TYPE_CHECKING:
+    from eald.tasks.common import RunContext, TaskResult
 
 log = logging.getLogger("eald")
 for _noisy in ("httpx", "httpx2", "openai"):  # one INFO line per HTTP request otherwise
@@ -53,6 +54,9 @@ def execute(cfg: DictConfig) -> float | None:
     multirun = hc.mode == RunMode.MULTIRUN
     group = Path(hc.sweep.dir).name if multirun else None
     job = f"{cfg.task.value}-{hc.job.num}" if multirun else f"{cfg.task.value}-{run_dir.name}"
+    from eald.metrics import format_table  # here, not at the top: `--help` loads no torch
+    from eald.tasks.common import RunContext
+
     task_fn = _task(cfg.task.value)
     try:
         identity = run_identity(cfg)
@@ -78,6 +82,9 @@ CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from eald.data.dataset import DatasetError
+    from eald.tasks.common import EaldError
+
     try:
         return execute(cfg)
     except (ConfigError, DatasetError, EaldError, RegistryError) as err:

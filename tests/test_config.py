@@ -137,3 +137,23 @@ def test_experiment_values_override_the_primary_config():
     assert (cfg.limit, cfg.sampling.num_frames, cfg.sampling.audio_clips) == (2, 8, 2)
     cfg = _compose("experiment=supp_table1_sequence", "backbone=tiny")
     assert cfg.backbone.name == "tiny" and cfg.modality.name == "van"
+
+
+def test_local_group_gives_this_machines_paths(tmp_path, monkeypatch):
+    """~/.config/eald/local/default.yaml is merged when present (paths written once) and its
+    absence is no error; the components read `paths`."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="dataset.root"):
+        validate(_compose("dataset=eald"))  # no local file, no root: named at start-up
+    local = tmp_path / ".config" / "eald" / "local"
+    local.mkdir(parents=True)
+    (local / "default.yaml").write_text(
+        "# @package _global_\npaths:\n  eald_root: /data/EALD\n  eva_vit: /w/eva_vit_g.pth\n"
+        "  tsm: /w/tsm.pth\n"
+    )
+    cfg = _compose("dataset=eald", "backbone=video_llama", "baseline=tsm")
+    assert cfg.dataset.root == "/data/EALD"
+    assert cfg.backbone.eva_vit_path == "/w/eva_vit_g.pth" and cfg.backbone.llama_path is None
+    assert cfg.baseline.checkpoint == "/w/tsm.pth"
+    assert _compose("dataset=eald", "dataset.root=/cli").dataset.root == "/cli"  # CLI still wins
+    assert _compose("dataset=demo").dataset.root == "data/demo"  # other datasets untouched
