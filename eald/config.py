@@ -107,6 +107,8 @@ class DeidConf:
     output_root: str | None = None  # required by task=deid: the de-identified dataset root
     workers: int = 2  # processes across videos
     force: bool = False  # redo videos whose report matches the current settings
+    shard: int | None = None  # this job's part of the dataset (0..num_shards-1); null: all
+    num_shards: int = 1  # videos go to shard sha256(id) mod num_shards
     lam: float = 0.8  # McAdams coefficient
     random_lambda: bool = False  # draw lambda per video from U(lambda_low, lambda_high)
     lambda_low: float = 0.5
@@ -239,6 +241,10 @@ def validate(cfg: DictConfig) -> None:
         fc.between in ("hold", "interpolate"), "deid.face.between", fc.between, "hold | interpolate"
     )
     _check(fc.mode in ("blur", "fill"), "deid.face.mode", fc.mode, "blur | fill")
+    _check(fc.device in ("auto", "cpu", "cuda"), "deid.face.device", fc.device, "auto | cpu | cuda")
+    _check(fc.batch >= 1, "deid.face.batch", fc.batch, "must be >= 1")
+    _check(fc.encoder in ("auto", "libx264", "h264_nvenc"), "deid.face.encoder", fc.encoder,
+           "auto | libx264 | h264_nvenc")  # fmt: skip
     _check(  # otherwise faces between two detections would count as lost and blur whole frames
         fc.max_lost >= fc.stride, "deid.face.max_lost", fc.max_lost,
         f"must be >= deid.face.stride ({fc.stride})",
@@ -246,6 +252,9 @@ def validate(cfg: DictConfig) -> None:
     lam = cfg.deid.lam
     _check(0 < lam <= 1.5, "deid.lam", lam, "McAdams coefficient must be in (0, 1.5]")
     _check(cfg.deid.workers >= 0, "deid.workers", cfg.deid.workers, "must be >= 0")
+    n, k = cfg.deid.num_shards, cfg.deid.shard
+    _check(n >= 1, "deid.num_shards", n, "must be >= 1")
+    _check(k is None or 0 <= k < n, "deid.shard", k, f"must be null or in 0..{n - 1} (num_shards)")
     if cfg.get("baseline") is not None and cfg.baseline.name != "none":
         _validate_baseline(cfg.baseline)
     mods = cfg.modality

@@ -82,7 +82,9 @@ def test_scales_planned_from_min_face_px():
     # centerface covers small faces at full size, so the paper's CNN may run at 640 px
     assert (cnn.resize, cnn.upsample, cnn.sees_from_px) == (0.5, 0, 160)
     assert (cf.resize, cf.sees_from_px) == (1.0, 24)
-    (c,) = plan_detectors(["cnn"], 40, 1280, 720)  # alone: upsampled once at full size
+    (c,) = plan_detectors(["cnn"], 40, 1280, 720)  # alone: the torch CNN enlarged 2x by resizing
+    assert (c.resize, c.upsample, c.scale, c.sees_from_px) == (2.0, 0, 2.0, 40)
+    (c,) = plan_detectors(["cnn_dlib"], 40, 1280, 720)  # dlib itself: upsampled once instead
     assert (c.resize, c.upsample, c.scale, c.sees_from_px) == (1.0, 1, 2.0, 40)
     (c,) = plan_detectors(["cnn"], 80, 1280, 720)
     assert (c.resize, c.upsample, c.sees_from_px) == (1.0, 0, 80)

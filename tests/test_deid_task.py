@@ -80,3 +80,33 @@ def test_deid_needs_an_output_root(faces_root: Path, tmp_path: Path):
     r = run_cli("task=deid", f"dataset.root={faces_root}", f"deid.output_root={faces_root}",
                 f"hydra.run.dir={tmp_path}/r2", cwd=tmp_path)  # fmt: skip
     assert r.returncode == 2 and "originals would be replaced" in r.stderr
+
+
+def test_sharded_sweep_then_final_run(faces_root: Path, tmp_path: Path):
+    """`-m deid.num_shards=2 'deid.shard=range(0,2)'` (a real Hydra sweep) splits the videos by
+    sha256(id) mod 2 into one shared output root; a final run without shard has nothing left."""
+    import hashlib
+
+    out = tmp_path / "deid"
+    common = [f"dataset.root={faces_root}", f"deid.output_root={out}", "deid.face.detectors=[hog]",
+              "deid.face.min_face_px=80", "deid.workers=1"]  # fmt: skip
+    r = run_cli("-m", "task=deid", "deid.num_shards=2", "deid.shard=range(0,2)", *common,
+                f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    want = {k: {v for v in ("0", "1", "2") if int(hashlib.sha256(v.encode()).hexdigest(), 16) % 2 == k}
+            for k in (0, 1)}  # fmt: skip
+    for job in (0, 1):
+        rows = _rows(tmp_path / "sweep" / str(job))
+        assert set(rows) == want[job] and all(x["status"] == "ok" for x in rows.values())
+    assert sorted(p.stem for p in (out / "videos").glob("*.mp4")) == ["0", "1", "2"]
+    assert (out / "labels.csv").read_bytes() == (faces_root / "labels.csv").read_bytes()
+    r = run_cli("task=deid", *common, f"hydra.run.dir={tmp_path}/final", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    final = json.loads((tmp_path / "final" / "metrics.json").read_text())["deid"]
+    assert (final["videos"], final["processed"], final["skipped"], final["failed"]) == (3, 0, 3, 0)
+
+
+def test_shard_out_of_range_is_named(faces_root: Path, tmp_path: Path):
+    r = run_cli("task=deid", f"dataset.root={faces_root}", f"deid.output_root={tmp_path}/o",
+                "deid.num_shards=2", "deid.shard=2", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)  # fmt: skip
+    assert r.returncode != 0 and "deid.shard=2" in r.stderr

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eald.bench import deid, judge, probe, sampling, voice
+from eald.bench import deid, judge, mmod, probe, sampling, voice
 
 BENCHMARKS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "sampling": sampling.run,
     "judge": judge.run,
+    "mmod": mmod.run,
     "deid": deid.run,
     "voice": voice.run,
     "probe": probe.run,

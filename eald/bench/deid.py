@@ -6,10 +6,12 @@ ground-truth face boxes known for every frame). The benchmark thread and the pro
 are pinned to 2 cores.
 
 Presets, each with the verification gate as configured:
-- default: ``[cnn, centerface]`` (CNN at 640 px, CenterFace at full size), gate + MTCNN, stride 8;
+- default: ``[cnn, centerface]`` (the torch CNN at 640 px, CenterFace at full size), gate + MTCNN,
+  at stride 8 and 4 on the 8-s clip, and at stride 1 on its first second beside the same preset
+  with dlib's own CNN (``cnn_dlib``, ~2.6 s a 640-px frame here);
 - hog: ``[hog]`` (upsampled once to see 40 px faces), gate + MTCNN, stride 8;
-- paper: ``[cnn]`` at ``min_face_px=80`` (full size; 40 px would need an upsampled 720p frame, 40 s
-  each), gate + MTCNN, stride 8, on the first second only: its CNN costs ~10 s a frame here.
+- paper: ``[cnn]`` at ``min_face_px=80`` (full size), gate + MTCNN, stride 8, on the first second,
+  beside ``[cnn_dlib]`` (~10 s a 720p frame).
 
 Per preset: fps (frames / wall s of the whole call; no audio track, as deface drops it);
 "masker missed": frames where a known face is < 90% inside the masker's own boxes (before the
@@ -47,10 +49,15 @@ SECONDS, WIDTH, HEIGHT, FPS, CORES = 8, 1280, 720, 32, 2
 TRACKS = [FaceTrack("astronaut", 80, (200, 200), (420, 300)),
           FaceTrack("cameraman", 115, (820, 140), (740, 330))]  # fmt: skip
 # (name, settings, seconds of the clip)
+DLIB_DEFAULT = ["cnn_dlib", "centerface"]
 PRESETS: tuple[tuple[str, FaceDeidConf, int], ...] = (
     ("default", FaceDeidConf(stride=8), SECONDS),
+    ("default stride 4", FaceDeidConf(stride=4), SECONDS),
+    ("default stride 1", FaceDeidConf(stride=1), 1),
+    ("default stride 1, cnn_dlib", FaceDeidConf(detectors=DLIB_DEFAULT, stride=1), 1),
     ("hog", FaceDeidConf(detectors=["hog"], stride=8), SECONDS),
     ("paper [cnn]", FaceDeidConf(detectors=["cnn"], min_face_px=80, stride=8), 1),
+    ("paper [cnn_dlib]", FaceDeidConf(detectors=["cnn_dlib"], min_face_px=80, stride=8), 1),
 )  # fmt: skip
 VERIFIER_EVERY, VERIFIER_OFFSET = 8, 1
 
@@ -164,6 +171,11 @@ def run(cache: Path) -> dict[str, Any]:
             "default leaves 0 faces (MTCNN)": res["default"]["mtcnn_left"] == 0,
             "default leaves 0 faces (verifier)": res["default"]["verifier_left"] == 0,
             "default 8-s clip under 600 s": res["default"]["wall_s"] < 600,
+            "stride 1: torch cnn >= 4x cnn_dlib": res["default stride 1"]["fps"]
+            >= 4 * res["default stride 1, cnn_dlib"]["fps"],
+            "stride 4: >= deface's fps, 0 faces left (verifier)":
+            res["default stride 4"]["fps"] >= (res["deface default"].get("fps") or float("inf"))
+            and res["default stride 4"]["verifier_left"] == 0,
         },
         "versions": {d: version(d) for d in ("dlib-bin", "deface", "facenet-pytorch", "av")},
     }  # fmt: skip

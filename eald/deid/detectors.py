@@ -64,8 +64,12 @@ class DetectorInfo:
 # min_face: CenterFace and MTCNN found every face from 24 px up; dlib's CNN and HOG scan 80x80
 # windows (HOG found some 48-56 px frontal faces, never the cameraman's three-quarter profile).
 DETECTORS: dict[str, DetectorInfo] = {
-    "cnn": DetectorInfo("cnn", "dlib-mmod", 80, 640, True, 0.0, 0.0, "dlib",
-                        "pip install dlib-bin face-recognition-models"),
+    # The paper's detector as a batched torch network (eald.deid.mmod), enlarged by resizing;
+    # cnn_dlib: dlib itself, the reference (no CUDA, no BLAS in dlib-bin: 10 s a 720p frame).
+    "cnn": DetectorInfo("cnn", "dlib-mmod", 80, 640, False, 0.0, 0.0, "face_recognition_models",
+                        "pip install face-recognition-models"),
+    "cnn_dlib": DetectorInfo("cnn_dlib", "dlib-mmod", 80, 640, True, 0.0, 0.0, "dlib",
+                             "pip install dlib-bin face-recognition-models"),
     # HOG below its trained threshold (0) fires on textures (-0.15 on a noise background)
     "hog": DetectorInfo("hog", "dlib-hog", 80, None, True, 0.0, 0.0, "dlib",
                         "pip install dlib-bin"),
@@ -119,6 +123,7 @@ class Plan:
     resize: float
     upsample: int
     threshold: float
+    device: str = "cpu"  # torch detectors: where the network runs (auto: cuda when present)
 
     @property
     def scale(self) -> float:
@@ -340,7 +345,15 @@ class UnionDetector:
         self.stats = {p.name: {"faces": 0, "only_this": 0, "min": None, "max": None} for p in plans}
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        per = [d.detect(rgb) for d in self.detectors]
+        return self.detect_batch([rgb])[0]
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """Each frame's merged boxes; detectors that batch (the torch cnn) take all at once."""
+        runs = [d.detect_batch(frames) if hasattr(d, "detect_batch") else [d.detect(f) for f in frames]
+                for d in self.detectors]  # fmt: skip
+        return [self._merge([r[k] for r in runs]) for k in range(len(frames))]
+
+    def _merge(self, per: list[list[Detection]]) -> list[Detection]:
         merged = merge_boxes([x for ds in per for x in ds])
         for p, ds in zip(self.plans, per, strict=True):
             st = self.stats[p.name]

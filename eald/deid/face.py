@@ -23,6 +23,7 @@ once the anchors ``max_lost + stride`` frames later are known:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -47,7 +48,12 @@ def make_detector(conf: Any, width: int, height: int, verify: bool = False) -> U
         extra = [d for d in conf.verify_with if d not in conf.detectors]
         if extra:
             plans += plan_detectors(extra, conf.min_face_px, width, height, verify=True)
-    return UnionDetector(plans)
+    device = getattr(conf, "device", "auto")  # torch detectors only (cnn); recorded per plan
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return UnionDetector([dataclasses.replace(p, device=device) for p in plans])
 
 
 def dilate_box(box: Box | tuple[float, ...], factor: float, width: int, height: int) -> Box:
@@ -146,18 +152,44 @@ class FaceMasker:
         self._last_good: int | None = None
         self._n = 0
         self._horizon = self.c.max_lost + self.c.stride
+        # Detection frames wait here until `batch` of them run through the detectors at once;
+        # no frame is masked before its anchors are known, so waiting changes no output.
+        self._batch: list[tuple[int, np.ndarray]] = []
+        self._batch_size = max(1, int(getattr(self.c, "batch", 1)))
 
     def push(self, rgb: np.ndarray) -> list[MaskedFrame]:
         i, self._n = self._n, self._n + 1
         self._pending.append((i, rgb))
         if i % self.c.stride == 0:
-            self._detect(i, rgb)
+            self._batch.append((i, rgb))
+            if len(self._batch) >= self._batch_size:
+                self._flush()
         return self._emit(final=False)
 
     def finish(self) -> list[MaskedFrame]:
-        if self._pending and self._pending[-1][0] not in self._anchors:
-            self._detect(*self._pending[-1])  # a right anchor for the tail
+        queued = {i for i, _ in self._batch}
+        if self._pending and self._pending[-1][0] not in self._anchors.keys() | queued:
+            self._batch.append(self._pending[-1])  # a right anchor for the tail
+        self._flush()
         return self._emit(final=True)
+
+    def _flush(self) -> None:
+        """Detect the queued frames as one batch; if the batch fails, frame by frame, so that
+        only the frames whose detection fails are blurred whole."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        t0 = perf_counter()
+        try:
+            found = self.det.detect_batch([rgb for _, rgb in batch])
+        except Exception:  # noqa: BLE001 - retried one by one below, each failing closed
+            found = None
+        self.timings["detect"] += perf_counter() - t0
+        for k, (i, rgb) in enumerate(batch):
+            if found is not None:
+                self._record(i, list(found[k]), None)
+            else:
+                self._detect(i, rgb)
 
     def _detect(self, i: int, rgb: np.ndarray) -> None:
         t0 = perf_counter()
@@ -169,6 +201,9 @@ class FaceMasker:
             faces, err = [], f"{type(e).__name__}: {e}"
             self.errors.append((i, err))
         self.timings["detect"] += perf_counter() - t0
+        self._record(i, faces, err)
+
+    def _record(self, i: int, faces: list[Detection], err: str | None) -> None:
         self._anchors[i] = _Anchor(faces, err)
         self._order.append(i)
         if err is not None:
@@ -194,7 +229,9 @@ class FaceMasker:
 
     def _emit(self, final: bool) -> list[MaskedFrame]:
         out = []
-        while self._pending and (final or self._pending[0][0] + self._horizon <= self._order[-1]):
+        while self._pending and (
+            final or (self._order and self._pending[0][0] + self._horizon <= self._order[-1])
+        ):
             out.append(self._mask(*self._pending.popleft()))
         self._prune()
         return out

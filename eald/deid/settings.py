@@ -12,14 +12,15 @@ from eald.registry import REGISTRY, Component
 _CHOICES = {
     "between": ("hold", "interpolate"), "mode": ("blur", "fill"),
     "on_error": ("blur_frame", "raise"), "on_lost": ("blur_frame", "none"),
-    "on_no_faces": ("blur_all", "fail", "warn"),
+    "on_no_faces": ("blur_all", "fail", "warn"), "encoder": ("auto", "libx264", "h264_nvenc"),
 }  # fmt: skip
 # Face detectors are registered components; their specs (family, smallest face, thresholds) are
 # eald.deid.detectors.DETECTORS, their classes load only when a detector is built.
 DETECTOR_NAMES = tuple(
-    REGISTRY.register(Component("face_detector", name, f"eald.deid.detectors:{cls}")).name
-    for name, cls in (("cnn", "DlibCnn"), ("hog", "DlibHog"), ("centerface", "CenterFace"),
-                      ("mtcnn", "Mtcnn"))
+    REGISTRY.register(Component("face_detector", name,
+                                cls if ":" in cls else f"eald.deid.detectors:{cls}")).name
+    for name, cls in (("cnn", "eald.deid.mmod:TorchMmod"), ("cnn_dlib", "DlibCnn"),
+                      ("hog", "DlibHog"), ("centerface", "CenterFace"), ("mtcnn", "Mtcnn"))
 )  # fmt: skip
 
 
@@ -32,6 +33,8 @@ class FaceDeidConf:
     min_face_px: int = 40  # smallest face (source px) that must be masked; sets the scales
     detect_max_side: int | None = None  # cap on every detector's input; None: automatic
     upsample: int | None = None  # dlib upsampling passes; None: automatic
+    device: str = "auto"  # torch detectors (cnn): auto (cuda when present) | cpu | cuda
+    batch: int = 8  # detection frames run through the detectors together
     stride: int = 1  # detect every k frames
     between: str = "interpolate"  # hold | interpolate
     dilate: float = 1.3
@@ -41,8 +44,11 @@ class FaceDeidConf:
     on_error: str = "blur_frame"  # blur_frame | raise
     max_lost: int = 8
     on_lost: str = "blur_frame"  # blur_frame | none
-    crf: int = 18
-    preset: str = "veryfast"
+    crf: int = 18  # x264 CRF; NVENC's CQ
+    preset: str = "veryfast"  # x264's
+    encoder: str = (
+        "auto"  # auto (h264_nvenc with a GPU and NVENC, else libx264) | libx264 | h264_nvenc
+    )
     # Most detection frames without a face in an interview: a detector problem, not a pass.
     on_no_faces: str = "fail"  # blur_all | fail | warn
     no_faces_below: float = 0.5  # ... when fewer than this fraction of them found a face

@@ -33,6 +33,7 @@ import numpy as np
 
 from eald.data.media import MediaError, MediaInfo, probe, read_audio
 from eald.deid.detectors import DETECTORS
+from eald.deid.encoder import choose_encoder
 from eald.deid.face import (
     Box,
     Detector,
@@ -219,6 +220,7 @@ def deidentify_video(
         "src": str(src), "dst": str(dst), "frames": n, "fps": info.fps,
         "duration_s": info.duration_s, "vfr": info.vfr, **geo,
         "detectors": _plans(det), "min_face_px": c.min_face_px, "stride": c.stride,
+        "encoder": asdict(choose_encoder(c.encoder)),
         "face_settings": asdict(c),
         "detections": st["detected"], "faces_detected": st["faces"],
         "frames_with_faces": st["with_faces"],
@@ -371,9 +373,10 @@ def _open_outputs(cout, vin, first: av.VideoFrame, c: FaceDeidConf, wave) -> dic
     pad = (w % 2, h % 2)
     rate = vin.average_rate or vin.guessed_rate or vin.base_rate or Fraction(25)
     # The encoder must work in the input time base too: in 1/rate, VFR pts would collide.
-    v = cout.add_stream("libx264", rate=rate, time_base=vin.time_base)
+    enc = choose_encoder(c.encoder)
+    v = cout.add_stream(enc.name, rate=rate, time_base=vin.time_base)
     v.width, v.height, v.pix_fmt = w + pad[0], h + pad[1], "yuv420p"
-    v.options = {"crf": str(c.crf), "preset": c.preset}
+    v.options = enc.options(c.crf, c.preset)
     a = None
     if wave is not None:
         a = cout.add_stream("aac", rate=SAMPLE_RATE)

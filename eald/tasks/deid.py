@@ -10,7 +10,7 @@ non-zero with a summary.
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import partial
@@ -23,17 +23,26 @@ from tqdm import tqdm
 from eald.cache import cache_key
 from eald.data.dataset import load_dataset
 from eald.data.media import MediaError
-from eald.io import write_json
+from eald.io import atomic_write_bytes, write_json
 from eald.tasks.common import EaldError, RunContext, TaskResult, write_outputs
 
 VERSION = "deid-1"
 ANNOTATIONS = ("labels.csv", "nfbl.csv", "speakers.csv")
 
 
+# How a run is split or scheduled; none of it changes an output.
+NOT_SETTINGS = ("output_root", "workers", "force", "shard", "num_shards")
+
+
 def settings_hash(deid: dict[str, Any]) -> str:
     """What changes an output; a report with another hash is redone."""
-    keep = {k: v for k, v in deid.items() if k not in ("output_root", "workers", "force")}
+    keep = {k: v for k, v in deid.items() if k not in NOT_SETTINGS}
     return cache_key({"version": VERSION, "deid": keep})[:16]
+
+
+def shard_of(video_id: str, num_shards: int) -> int:
+    """Deterministic and stable across machines and runs: sha256 of the id, mod num_shards."""
+    return int(hashlib.sha256(video_id.encode()).hexdigest(), 16) % num_shards
 
 
 def _lambda(deid: dict[str, Any], video_id: str) -> float:
@@ -147,6 +156,10 @@ def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     d = cfg.dataset
     ds = load_dataset(src_root, d.videos_dir, d.labels_file, d.nfbl_file, d.audio_dir)
     ids = list(ds.videos)[: cfg.limit] if cfg.limit else list(ds.videos)
+    shard, num_shards = deid.get("shard"), int(deid.get("num_shards", 1))
+    if shard is not None:
+        ids = [i for i in ids if shard_of(i, num_shards) == shard]
+        print(f"deid: shard {shard} of {num_shards}: {len(ids)} videos")
     _check_scales(deid["face"], ds, ids)
     settings = settings_hash(deid)
     rows: dict[str, dict[str, Any]] = {}
@@ -182,9 +195,8 @@ def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
             bar.update(1)
     bar.close()
     for name in ANNOTATIONS:  # annotations carry over unchanged (they hold no identity)
-        if (src_root / name).is_file():
-            shutil.copyfile(src_root / name, out / f".{name}.tmp")
-            (out / f".{name}.tmp").replace(out / name)
+        if (src_root / name).is_file():  # a unique temp file: shards may copy at once
+            atomic_write_bytes(out / name, (src_root / name).read_bytes())
     ordered = [rows[i] for i in ids]
     for r in ordered:
         v = ds.videos[r["video_id"]]
@@ -193,7 +205,8 @@ def run_deid(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     warned = [r for r in ordered if (r.get("deid") or {}).get("warnings")]
     metrics = write_outputs(ctx, ordered, extra={
         "deid": {"videos": len(ordered), "processed": len(jobs), "failed": len(failed),
-                 "skipped": sum(bool(r.get("skipped")) for r in ordered), "output_root": str(out)},
+                 "skipped": sum(bool(r.get("skipped")) for r in ordered), "output_root": str(out),
+                 "shard": shard, "num_shards": num_shards},
     })  # fmt: skip
     print(f"\nde-identified {len(ordered) - len(failed)}/{len(ordered)} videos into {out} "
           f"({len(jobs)} processed, {metrics['deid']['skipped']} already done)")  # fmt: skip
