@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from baselines import BaselineInputError
 from eald.data.fbank import _EPS, _mel_banks
 from eald.data.media import fingerprint_files, read_audio
+from eald.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +335,7 @@ class BeatsBaseline:
         self.variant = str(getattr(conf, "variant", "paper"))
         if self.variant not in ("paper", "windowed"):
             raise ValueError(f"baseline.variant={self.variant!r}: paper | windowed")
-        device = str(getattr(conf, "device", "auto") or "auto")
-        auto = "cuda" if torch.cuda.is_available() else "cpu"  # auto: the GPU when there is one
-        self.device = torch.device(auto if device == "auto" else device)
+        self.device = torch.device(resolve_device(getattr(conf, "device", "auto")))
         self.batch_size = max(1, int(getattr(conf, "batch_size", 4) or 4))
         ckpt = getattr(conf, "checkpoint", None)
         if ckpt:

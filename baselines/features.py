@@ -27,6 +27,7 @@ from eald.cache import cache_key
 from eald.data.dataset import Video
 from eald.data.media import file_fingerprint
 from eald.data.sampling import Window
+from eald.device import resolve_device
 from eald.io import atomic_write_bytes, atomic_write_text
 
 FEATURES_VERSION = "features-1"  # bump when the models' sampling/pooling code changes features
@@ -99,13 +100,11 @@ class FeatureStore:
         return {"hits": self.hits, "misses": self.misses}
 
 
-def resolve_device(conf: Any) -> Any:
+def with_concrete_device(conf: Any) -> Any:
     """`device: auto` -> cuda or cpu here, so every model receives a concrete torch device."""
     if conf.get("device", "auto") != "auto":
         return conf
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     return (
         OmegaConf.merge(conf, {"device": device})
         if OmegaConf.is_config(conf)

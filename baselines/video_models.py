@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from baselines import BaselineInputError
 from baselines.mmaction_compat import COMPAT_VERSION, import_mmaction
 from eald.data.media import fingerprint_files
+from eald.device import resolve_device
 
 VERSION = "1"  # bump when sampling, preprocessing or pooling changes (feature-cache key)
 log = logging.getLogger(__name__)
@@ -190,10 +191,7 @@ class VideoBaseline:
         self.num_clips = int(_get(conf, "num_clips", 1))
         self.batch_size = max(1, int(_get(conf, "batch_size", 4)))
         self.seed = int(_get(conf, "seed", 0))
-        device = str(_get(conf, "device", "auto") or "auto")
-        if device == "auto":  # conf/baseline/*.yaml default: the GPU when there is one
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(_get(conf, "device", "auto")))
         ckpt = _get(conf, "checkpoint")
         self.checkpoint = Path(ckpt).expanduser() if ckpt else None
         if self.num_clips < 1:

@@ -155,7 +155,8 @@ class Registry:
         option's YAML does), else the registered option of that name."""
         name, target = _field(conf, "name"), _field(conf, "_component_")
         if not name or name == "none":
-            raise RegistryError(f"{kind}=none: this task needs a {kind} (e.g. {kind}=...)")
+            options = " | ".join(self.names(kind)) or "none registered"
+            raise RegistryError(f"{kind}=none: this task needs a {kind} ({kind}={options})")
         if target is None:
             return self.get(kind, name)
         return Component(kind, name, target, _field(conf, "_schema_"), _field(conf, "_identity_"),

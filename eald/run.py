@@ -67,7 +67,7 @@ def execute(cfg: DictConfig) -> float | None:
     exit_code = 1
     try:
         logger.log_config(redact(OmegaConf.to_container(cfg, resolve=True)))
-        result = task_fn(cfg, RunContext(run_dir, logger))
+        result = task_fn(cfg, RunContext(run_dir, logger, identity))
         exit_code = 0
     finally:
         logger.finish(exit_code)  # one wandb run per job, finished also on error

@@ -23,6 +23,7 @@ from eald.io import write_json
 from eald.judge import JudgeRequest
 from eald.log import NoneLogger
 from eald.registry import REGISTRY
+from eald.tasks import run_identity
 from eald.tasks.common import RunContext
 from eald.tasks.zeroshot import run_zeroshot
 from eald.testing.openai_server import FakeOpenAIServer
@@ -59,7 +60,7 @@ def warm_cache(server: FakeOpenAIServer, cache: Path) -> dict[str, Any]:
                     "judge.api_key_env=null", f"dataset.root={demo}", f"cache.dir={tmp}/cache"])  # fmt: skip
         times, calls = [], []
         for k in range(2):
-            ctx = RunContext(Path(tmp) / f"run{k}", NoneLogger())
+            ctx = RunContext(Path(tmp) / f"run{k}", NoneLogger(), run_identity(cfg))
             t0 = time.perf_counter()
             res = run_zeroshot(cfg, ctx)
             times.append(time.perf_counter() - t0)

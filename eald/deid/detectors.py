@@ -224,10 +224,16 @@ class _Lazy:
         return {**self.__dict__, "_model": None}
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
+        return self._to_source(rgb, self._run(_resize(rgb, self.plan.resize)))
+
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        """Each frame's detections; one by one here, in one pass where a network batches."""
+        return [self.detect(f) for f in frames]
+
+    def _to_source(self, rgb: np.ndarray, run: tuple[list, list]) -> list[Detection]:
+        """(boxes, scores) at the detector's input -> detections in ``rgb``'s pixels."""
         h, w = rgb.shape[:2]
-        img = _resize(rgb, self.plan.resize)
-        boxes, scores = self._run(img)
-        return _to_source(boxes, scores, self.plan.resize, w, h)
+        return _to_source(*run, self.plan.resize, w, h)
 
     def _run(self, img: np.ndarray) -> tuple[list, list]:
         raise NotImplementedError
@@ -349,8 +355,7 @@ class UnionDetector:
 
     def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
         """Each frame's merged boxes; detectors that batch (the torch cnn) take all at once."""
-        runs = [d.detect_batch(frames) if hasattr(d, "detect_batch") else [d.detect(f) for f in frames]
-                for d in self.detectors]  # fmt: skip
+        runs = [d.detect_batch(frames) for d in self.detectors]
         return [self._merge([r[k] for r in runs]) for k in range(len(frames))]
 
     def _merge(self, per: list[list[Detection]]) -> list[Detection]:

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from eald.deid.detectors import Box, Detection, Detector, UnionDetector, iou, plan_detectors
+from eald.device import resolve_device
 
 
 def make_detector(conf: Any, width: int, height: int, verify: bool = False) -> UnionDetector:
@@ -48,11 +49,7 @@ def make_detector(conf: Any, width: int, height: int, verify: bool = False) -> U
         extra = [d for d in conf.verify_with if d not in conf.detectors]
         if extra:
             plans += plan_detectors(extra, conf.min_face_px, width, height, verify=True)
-    device = getattr(conf, "device", "auto")  # torch detectors only (cnn); recorded per plan
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(getattr(conf, "device", "auto"))  # torch detectors (cnn); per plan
     return UnionDetector([dataclasses.replace(p, device=device) for p in plans])
 
 
@@ -174,17 +171,18 @@ class FaceMasker:
         return self._emit(final=True)
 
     def _flush(self) -> None:
-        """Detect the queued frames as one batch; if the batch fails, frame by frame, so that
-        only the frames whose detection fails are blurred whole."""
-        if not self._batch:
-            return
+        """Detect the queued frames as one batch (detectors without `detect_batch`: one by
+        one); if the batch fails, frame by frame, so that only the frames whose detection fails
+        are blurred whole."""
         batch, self._batch = self._batch, []
-        t0 = perf_counter()
-        try:
-            found = self.det.detect_batch([rgb for _, rgb in batch])
-        except Exception:  # noqa: BLE001 - retried one by one below, each failing closed
-            found = None
-        self.timings["detect"] += perf_counter() - t0
+        found = None
+        if batch and hasattr(self.det, "detect_batch"):
+            t0 = perf_counter()
+            try:
+                found = self.det.detect_batch([rgb for _, rgb in batch])
+            except Exception:  # noqa: BLE001 - retried one by one below, each failing closed
+                found = None
+            self.timings["detect"] += perf_counter() - t0
         for k, (i, rgb) in enumerate(batch):
             if found is not None:
                 self._record(i, list(found[k]), None)

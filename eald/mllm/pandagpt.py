@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from eald.data.fbank import clip_starts
 from eald.data.media import fingerprint_files
 from eald.data.sampling import Sample
+from eald.device import resolve_device
 from eald.mllm import CLIP_MEAN, CLIP_STD, BackboneError, Preprocess
 from eald.mllm.convert import KeyMap, LoadReport, load_checkpoint, load_converted
 from eald.mllm.imagebind import ImageBindConfig, load_imagebind
@@ -188,8 +189,7 @@ def load_pandagpt(imagebind_path: str | Path, vicuna_path: str | Path, delta_pat
 
 def resolve(conf: Any) -> tuple[str, torch.dtype]:
     """auto device: cuda when available; auto dtype: float16 on cuda (the demo's .half())."""
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = auto if conf.device == "auto" else conf.device
+    device = resolve_device(conf.device)
     short = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # VideoLlamaConf's names
     name = conf.dtype if conf.dtype != "auto" else ("float16" if "cuda" in device else "float32")
     name = short.get(name, name)

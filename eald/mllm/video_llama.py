@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from eald.data.media import fingerprint_files
 from eald.data.sampling import Sample
+from eald.device import resolve_device
 from eald.mllm import CLIP_MEAN, CLIP_STD, BackboneError, Preprocess, convert
 from eald.mllm import video_llama_prompt as vp
 from eald.mllm.convert import CheckpointError, KeyMap, Merge, apply_keymap, load_checkpoint
@@ -220,7 +221,7 @@ def weight_paths(conf: Any) -> dict[str, Path]:
 
 
 def device_dtype(conf: Any) -> tuple[torch.device, torch.dtype]:
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if conf.device == "auto" else conf.device
+    dev = resolve_device(conf.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[conf.dtype]
     return torch.device(dev), (torch.float32 if dev == "cpu" else dtype)
 

@@ -38,7 +38,7 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     task = TASKS[cfg.task.value]
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
-    comps = {slot: REGISTRY.identity(slot, cfg[slot]) for slot in task.slots
-             if cfg.get(slot) is not None and cfg[slot].get("name") not in (None, "none")}  # fmt: skip
+    # A slot the task builds must be filled: `backbone=none` fails here, naming the slot.
+    comps = {slot: REGISTRY.identity(slot, cfg.get(slot)) for slot in task.slots}
     return {"version": IDENTITY_VERSION, "task": task.name,
             "config": {k: plain.get(k) for k in task.uses}, "components": comps}  # fmt: skip

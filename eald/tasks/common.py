@@ -25,6 +25,9 @@ class EaldError(RuntimeError):
 class RunContext:
     run_dir: Path
     logger: Logger
+    # eald.tasks.run_identity(cfg), computed once by the runner: the components' identities
+    # that identity.json records are the ones the task's cache keys use.
+    identity: dict[str, Any]
 
 
 @dataclass

@@ -26,7 +26,7 @@ from baselines.features import (
     FeatureStore,
     feature_key,
     modality_of,
-    resolve_device,
+    with_concrete_device,
 )
 from baselines.probe import (
     ProbeSettings,
@@ -40,7 +40,7 @@ from eald.data.media import MediaError
 from eald.data.sampling import sequence_window
 from eald.data.taxonomy import POSITIVE
 from eald.metrics import compute_metrics
-from eald.registry import REGISTRY, Lazy
+from eald.registry import Lazy
 from eald.tasks.common import (
     EaldError,
     RunContext,
@@ -75,10 +75,9 @@ def _ids(cfg: DictConfig, ds: Dataset) -> tuple[list[str], list[str]]:
 
 def _features(
     cfg: DictConfig, ds: Dataset, ids: list[tuple[str, str]], store: FeatureStore,
-    model: Lazy,
+    model: Lazy, ident: dict[str, Any],
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:  # fmt: skip
     """One row per (split, id); features of the videos that have them."""
-    ident = REGISTRY.identity("baseline", cfg.baseline)
     audio = modality_of(cfg.baseline) == "audio"
     rows: list[dict[str, Any]] = []
     feats: dict[str, np.ndarray] = {}
@@ -136,10 +135,7 @@ def _settings(cfg: DictConfig) -> ProbeSettings:
 
 def run_probe(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     t0 = time.perf_counter()
-    b = cfg.baseline
-    if b.name == "none":
-        raise EaldError("task=probe needs a baseline: baseline=tsm | timesformer | video_swin | "
-                        "slowfast | beats")  # fmt: skip
+    b = cfg.baseline  # never none here: run_identity refused an empty slot the task builds
     d = cfg.dataset
     ds = load_dataset(d.root, d.videos_dir, d.labels_file, d.nfbl_file, d.audio_dir)
     train_ids, test_ids = _ids(cfg, ds)
@@ -147,9 +143,9 @@ def run_probe(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         print(f"NOTE: baseline={b.name} has no checkpoint (random weights): its features are "
               "noise, and so are the metrics of this run.")  # fmt: skip
     store = FeatureStore(b.feature_dir or Path(cfg.cache.dir) / "features")
-    model = Lazy("baseline", b, prepare=resolve_device)  # built on the first cache miss
+    model = Lazy("baseline", b, prepare=with_concrete_device)  # built on the first cache miss
     todo = [("train", i) for i in train_ids] + [("test", i) for i in test_ids]
-    rows, feats = _features(cfg, ds, todo, store, model)
+    rows, feats = _features(cfg, ds, todo, store, model, ctx.identity["components"]["baseline"])
     probe: dict[str, Any] = {"baseline": b.name, "extract_only": bool(b.extract_only),
                              "feature_cache": store.stats(), "backbone_loaded": model.loaded}  # fmt: skip
     test_rows = [r for r in rows if r["split"] == "test"]

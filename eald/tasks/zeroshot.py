@@ -77,7 +77,7 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         print(f"NOTE: backbone={label} has random weights: its descriptions are noise, and so are the "
               "metrics of this run. Use a real backbone for results.")  # fmt: skip
     cache = StageCache(cfg.cache.dir)
-    b_ident, j_ident = REGISTRY.identity("backbone", cfg.backbone), judge.identity()
+    b_ident, j_ident = ctx.identity["components"]["backbone"], judge.identity()
     # Loaded on the first cache miss: a cached rerun never loads it.
     backbone = Lazy("backbone", cfg.backbone, check=lambda b: _check_preprocess(cfg, b))
     rows: list[dict[str, Any]] = []

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from eald.deid.detectors import Detection, _Lazy, _resize, _to_source, dlib_model_path
+from eald.deid.detectors import Detection, _Lazy, _resize, dlib_model_path
 from eald.deid.mmod.dlib_format import MmodFormatError, MmodModel, read_mmod
+from eald.device import resolve_device
 
 __all__ = ["MmodFormatError", "MmodModel", "TorchMmod", "read_mmod", "load_network"]
 
@@ -24,43 +25,32 @@ def load_network(device: str = "cpu") -> tuple[MmodModel, Any]:
     return model, MmodNet(model).to(device).eval().requires_grad_(False)
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class TorchMmod(_Lazy):
     """dlib's MMOD detector in torch. Boxes as dlib returns them (inclusive corners, not clipped,
     scores > threshold); frames of one size run as one batch through the network."""
 
-    def _run(self, img: np.ndarray) -> tuple[list, list]:
-        (dets,) = self.run_batch([img])
-        return [(x0, y0, x1 + 1, y1 + 1) for (x0, y0, x1, y1), _ in dets], [s for _, s in dets]
-
     def run_batch(self, imgs: Sequence[np.ndarray]) -> list[list[tuple[tuple, float]]]:
+        """Per image: (inclusive rect, score) pairs, best first, as dlib's Python API."""
         import torch
 
         from eald.deid.mmod.network import decode, pyramid_input
 
-        device = resolve_device(getattr(self.plan, "device", "cpu"))
-        model, net = load_network(device)
+        model, net = load_network(resolve_device(getattr(self.plan, "device", "cpu")))
         with torch.inference_mode():
+            device = next(net.parameters()).device
             frames = torch.from_numpy(np.stack([np.ascontiguousarray(i) for i in imgs])).to(device)
             x, rects = pyramid_input(frames, model)
             scores = net(x).float().cpu().numpy()
         return [decode(s, rects, model, self.plan.threshold) for s in scores]
 
-    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """`detect` for many frames of one size at once."""
-        if not frames:
-            return []
-        h, w = frames[0].shape[:2]
-        imgs = [_resize(f, self.plan.resize) for f in frames]
-        out = []
-        for dets in self.run_batch(imgs):
-            boxes = [(x0, y0, x1 + 1, y1 + 1) for (x0, y0, x1, y1), _ in dets]
-            out.append(_to_source(boxes, [s for _, s in dets], self.plan.resize, w, h))
-        return out
+    def detect_batch(self, frames: list[np.ndarray]) -> list[list[Detection]]:
+        runs = self._run_batch([_resize(f, self.plan.resize) for f in frames]) if frames else []
+        return [self._to_source(f, run) for f, run in zip(frames, runs, strict=True)]
+
+    def _run(self, img: np.ndarray) -> tuple[list, list]:
+        return self._run_batch([img])[0]
+
+    def _run_batch(self, imgs: list[np.ndarray]) -> list[tuple[list, list]]:
+        # dlib's inclusive corners -> end-exclusive boxes, as every detector returns them
+        return [([(x0, y0, x1 + 1, y1 + 1) for (x0, y0, x1, y1), _ in dets], [s for _, s in dets])
+                for dets in self.run_batch(imgs)]  # fmt: skip
