@@ -79,8 +79,13 @@ def _independent(src: Path, dst: Path, truth: list, det=None) -> tuple[list[floa
 
 def test_scales_planned_from_min_face_px():
     cnn, cf = plan_detectors(["cnn", "centerface"], 40, 1280, 720)
-    # centerface covers small faces at full size, so the paper's CNN may run at 640 px
+    # centerface covers small faces, so the paper's CNN may run at 640 px; centerface itself
+    # runs no larger than needed to see faces from 0.8 x 40 = 32 px (at full size: from 24)
     assert (cnn.resize, cnn.upsample, cnn.sees_from_px) == (0.5, 0, 160)
+    assert (cf.resize, cf.sees_from_px) == (0.75, 32)
+    (cf,) = plan_detectors(["centerface"], 20, 1280, 720)  # smaller faces: enlarged instead
+    assert (cf.resize, cf.sees_from_px) == (1.2, 20)
+    (cf,) = plan_detectors(["centerface"], 40, 1280, 720, max_side=1280)  # a set cap is kept
     assert (cf.resize, cf.sees_from_px) == (1.0, 24)
     (c,) = plan_detectors(["cnn"], 40, 1280, 720)  # alone: the torch CNN enlarged 2x by resizing
     assert (c.resize, c.upsample, c.scale, c.sees_from_px) == (2.0, 0, 2.0, 40)
@@ -141,7 +146,7 @@ def test_default_leaves_no_face(clips, default_out, name):
 def test_report_says_which_detector_saw_which_sizes(default_out):
     cnn, cf = default_out["issue"]["detectors"]
     assert (cnn["name"], cnn["scale"], cnn["sees_faces_from_px"]) == ("cnn", 0.5, 160)
-    assert (cf["name"], cf["sees_faces_from_px"]) == ("centerface", 24)
+    assert (cf["name"], cf["sees_faces_from_px"]) == ("centerface", 32)
     # at 640 px the CNN is blind to the 80 and 115 px faces: CenterFace found all of them
     assert cnn["faces_found"] == 0 and cf["faces_found"] == 2 * 4  # 2 faces x 4 anchors
     assert cf["faces_only_this_detector"] == 8

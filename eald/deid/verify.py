@@ -24,7 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
-from eald.deid.detectors import Box, Detection, Detector
+from eald.deid.detectors import Box, Detection, Detector, detect_many
 
 
 class UnverifiedError(RuntimeError):
@@ -74,26 +74,41 @@ def covered_fraction(det: tuple, masks: list[Box], shape: tuple[int, int]) -> fl
 
 
 def find_leaks(
-    path: Any, frames: list[int], masks: list[list[Box]], detector: Detector, covered: float
+    path: Any,
+    frames: list[int],
+    masks: list[list[Box]],
+    detector: Detector,
+    covered: float,
+    batch: int = 1,
 ) -> dict[int, list[Detection]]:
-    """Decode ``path`` and run ``detector`` on ``frames``: the uncovered faces, by frame."""
+    """Decode ``path`` and run ``detector`` on ``frames``, ``batch`` at a time (networks that
+    batch take them in one pass): the uncovered faces, by frame."""
     want, leaks = set(frames), {}
     last = max(frames) if frames else -1
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        found = detect_many(detector, [rgb for _, rgb in pending])
+        for (i, rgb), dets in zip(pending, found, strict=True):
+            m = masks[i] if i < len(masks) else []
+            out = [d for d in dets if covered_fraction(d, m, rgb.shape[:2]) < covered]
+            want.discard(i)
+            if out:
+                leaks[i] = out
+        pending.clear()
+
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         stream.thread_type = "AUTO"
         for i, frame in enumerate(c.decode(stream)):
             if i > last:
                 break
-            if i not in want:
-                continue
-            rgb = frame.to_ndarray(format="rgb24")
-            m = masks[i] if i < len(masks) else []
-            found = [d for d in detector.detect(rgb)
-                     if covered_fraction(d, m, rgb.shape[:2]) < covered]  # fmt: skip
-            want.discard(i)
-            if found:
-                leaks[i] = found
+            if i in want:
+                pending.append((i, frame.to_ndarray(format="rgb24")))
+                if len(pending) >= max(1, batch):
+                    flush()
+    if pending:
+        flush()
     if want:  # fewer frames than written: the file is not what the masker produced
         raise UnverifiedError(f"{path}: frames {sorted(want)[:5]} could not be decoded back")
     return leaks
@@ -111,7 +126,9 @@ def verify_output(
     """Scan one written output (see the module docstring); returns what was scanned and found."""
     frames, segments = scan_frames(len(masks), anchors, whole, conf.verify_stride, changed)
     try:
-        leaks = find_leaks(path, frames, masks, detector, conf.verify_covered)
+        leaks = find_leaks(
+            path, frames, masks, detector, conf.verify_covered, getattr(conf, "batch", 1)
+        )
     except UnverifiedError:
         raise
     except Exception as e:  # noqa: BLE001 - a scan that cannot run proves nothing: fail closed

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -44,6 +44,7 @@ from eald.deid.face import (
     mask_whole_frame,
 )
 from eald.deid.settings import FaceDeidConf
+from eald.deid.streaming import Consumer, Prefetch
 from eald.deid.verify import NoFacesError, UnverifiedError, around, verify_output
 
 SAMPLE_RATE = 16000
@@ -302,8 +303,8 @@ def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
                 pkt.duration = round(d / pkt.time_base)
             cout.mux(pkt)
 
-    def encode(mf: MaskedFrame) -> None:
-        t0 = perf_counter()
+    def record(mf: MaskedFrame) -> tuple[np.ndarray, int, int | None]:
+        # Bookkeeping in the caller's thread, in frame order: what the encoder needs.
         st["boxes"].append(mf.boxes)
         if mf.whole:
             st["whole"][mf.index] = mf.whole
@@ -313,15 +314,20 @@ def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
         st["faces"] += mf.faces
         if mf.detected:
             st["anchors"][mf.index] = mf.faces
-        img = mf.rgb
+        p = pts.pop(mf.index)
+        nxt = pts.get(mf.index + 1, out["end"])
+        if nxt is not None and nxt > p:
+            durs[p * tb] = (nxt - p) * tb
+        return mf.rgb, p, nxt
+
+    def encode(item: tuple[np.ndarray, int, int | None]) -> None:
+        t0 = perf_counter()
+        img, p, _ = item
         if out["pad"] != (0, 0):
             img = np.pad(img, ((0, out["pad"][1]), (0, out["pad"][0]), (0, 0)), mode="edge")
         # one-thread swscale: the pixels must not depend on thread scheduling
         vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p", threads=1)
-        vf.pts, vf.time_base = pts.pop(mf.index), tb
-        nxt = pts.get(mf.index + 1, out["end"])
-        if nxt is not None and nxt > vf.pts:
-            durs[vf.pts * tb] = (nxt - vf.pts) * tb
+        vf.pts, vf.time_base = p, tb
         mux_video(out["v"].encode(vf))
         t_video = float(vf.pts * tb)
         while (
@@ -331,32 +337,45 @@ def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
             out["ai"] += 1
         timings["encode"] += perf_counter() - t0
 
-    frames = cin.decode(vin)
+    def decoded() -> Iterator[tuple[av.VideoFrame, np.ndarray]]:
+        frames = cin.decode(vin)
+        while True:
+            t0 = perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                return
+            rgb = frame.to_ndarray(format="rgb24")
+            timings["decode"] += perf_counter() - t0
+            yield frame, rgb
+
+    # Decoding and encoding run in threads beside detection, a bounded queue each (memory stays
+    # flat), frames kept in order.
+    depth = 2 * max(1, c.batch)
     n = 0
     last = None
-    while True:
-        t0 = perf_counter()
-        frame = next(frames, None)
-        if frame is None:
-            break
-        rgb = frame.to_ndarray(format="rgb24")
-        if not out:
-            out.update(_open_outputs(cout, vin, frame, c, wave))
-        if out["rot"]:
-            rgb = np.ascontiguousarray(np.rot90(rgb, out["rot"] // 90))
-        timings["decode"] += perf_counter() - t0
-        p = frame.pts if frame.pts is not None else round(n / float(vin.guessed_rate or 25) / tb)
-        last = pts[n] = p if last is None or p > last else last + 1  # x264 needs rising pts
-        n += 1
-        for mf in masker.push(rgb):
-            encode(mf)
-    if n == 0:
-        raise MediaError(f"{src}: no decodable video frames")
-    expected = vin.frames or 0
-    if expected and n < expected - max(2, expected // 100):
-        raise MediaError(f"{src}: only {n} of {expected} frames decodable (file truncated?)")
-    for mf in masker.finish():
-        encode(mf)
+    with Prefetch(decoded, depth) as source, Consumer(encode, depth) as sink:
+        for frame, rgb in source:
+            if not out:
+                out.update(_open_outputs(cout, vin, frame, c, wave))
+            if out["rot"]:
+                rgb = np.ascontiguousarray(np.rot90(rgb, out["rot"] // 90))
+            p = (
+                frame.pts
+                if frame.pts is not None
+                else round(n / float(vin.guessed_rate or 25) / tb)
+            )
+            last = pts[n] = p if last is None or p > last else last + 1  # x264 needs rising pts
+            n += 1
+            for mf in masker.push(rgb):
+                sink.put(record(mf))
+        if n == 0:
+            raise MediaError(f"{src}: no decodable video frames")
+        expected = vin.frames or 0
+        if expected and n < expected - max(2, expected // 100):
+            raise MediaError(f"{src}: only {n} of {expected} frames decodable (file truncated?)")
+        for mf in masker.finish():
+            sink.put(record(mf))
+        sink.close()
     t0 = perf_counter()
     mux_video(out["v"].encode(None))
     if out["a"] is not None:
