@@ -130,6 +130,14 @@ class AuditConf:
 
 
 @dataclass
+class PipelineSectionConf:
+    """task=zeroshot's stage-2 pipeline; answers never depend on it (eald.tasks.pipeline)."""
+
+    sample_workers: int = 2  # threads decoding and computing fbanks ahead of the model
+    prefetch: int = 16  # most sampled videos held in memory at once
+
+
+@dataclass
 class EaldConf:
     task: Task = Task.check
     seed: int = 0
@@ -142,6 +150,7 @@ class EaldConf:
     sampling: SamplingConf = field(default_factory=SamplingConf)
     nfbl_text: NfblTextConf = field(default_factory=NfblTextConf)
     cache: CacheConf = field(default_factory=CacheConf)
+    pipeline: PipelineSectionConf = field(default_factory=PipelineSectionConf)
     prompt: PromptConf = field(default_factory=PromptConf)
     deid: DeidConf = field(default_factory=DeidConf)
     audit: AuditConf = field(default_factory=AuditConf)

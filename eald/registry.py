@@ -18,6 +18,7 @@ YAML file (CONTRIBUTING.md). Tasks and face detectors are fixed parts of eald, r
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,12 +190,17 @@ class Lazy:
                  check: Callable[[Any], None] | None = None) -> None:  # fmt: skip
         self.kind, self.conf, self._prepare, self._check = kind, conf, prepare, check
         self._obj: Any = None
+        self._lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
         return self._obj is not None
 
     def get(self) -> Any:
+        with self._lock:  # pipeline threads may ask at once: build once
+            return self._get()
+
+    def _get(self) -> Any:
         if self._obj is None:
             conf = self._prepare(self.conf) if self._prepare else self.conf
             try:

@@ -132,3 +132,21 @@ def test_openai_prompt_describes_exactly_what_is_sent(demo_root):
 
         want = [f"data:image/jpeg;base64,{jpeg_b64(sample.frames[i], 85)}" for i in (0, 1, 3, 4)]
         assert sent == want
+
+
+def test_tiny_batched_greedy_equals_one_by_one(demo_root):
+    """Left padding + attention mask + per-row EOS: a batch answers exactly as one by one, with
+    prompts of different lengths in one batch (mixed modalities and videos)."""
+    samples = [_sample(demo_root, m, v) for m, v in
+               (("van", "0"), ("v", "1"), ("an", "2"), ("va", "3"), ("n", "0"), ("a", "1"))]  # fmt: skip
+    serial = build_backbone(_conf("backbone", "tiny", batch_size=1, max_new_tokens=40))
+    batched = build_backbone(_conf("backbone", "tiny", batch_size=4, max_new_tokens=40))
+    assert serial.identity() == batched.identity()  # batch size never changes an answer
+    lengths = {serial.embed(s, BASE.prompt).shape[0] for s in samples}
+    assert len(lengths) == len(samples)  # really different lengths: padding is exercised
+    one = [serial.generate_ids([serial.embed(s, BASE.prompt)])[0] for s in samples]
+    rows = batched.generate_ids([batched.embed(s, BASE.prompt) for s in samples[:4]])
+    rows += batched.generate_ids([batched.embed(s, BASE.prompt) for s in samples[4:]])
+    assert rows == one  # token for token
+    assert any(r[-1] == 2 and len(r) < 40 for r in one)  # some rows stop early at EOS ...
+    assert batched.describe(samples, BASE.prompt) == serial.describe(samples, BASE.prompt)

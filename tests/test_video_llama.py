@@ -438,3 +438,22 @@ def test_tiny_bf16_on_cuda(backbone, tmp_path):
     assert cos.min() > 0.95, cos.min()
     out = bb.describe([_sample(), _sample(video=False)], PROMPT)
     assert len(out) == 2 and out == bb.describe([_sample(), _sample(video=False)], PROMPT)
+
+
+def test_batched_greedy_equals_one_by_one(backbone):
+    """Left padding + attention mask + per-row stop rules: prompts of different lengths in one
+    batch give the ids (and answers) each gives alone."""
+    samples = [_sample(), _sample(audio=False, seed=1), _sample(video=False, nfbl=False, seed=2),
+               _sample(frames=2, clips=1, seed=3), _sample(video=False, audio=False, seed=4)]  # fmt: skip
+    embs = [e[0] for e in backbone.inputs_embeds(samples, PROMPT)]
+    assert len({e.shape[0] for e in embs}) == 4  # 4 lengths (video: 32 tokens, any frames)
+    llm, conf, stops = backbone.model.llama_model, backbone.conf, backbone.stops
+    one = [vp.generate_ids(llm, e[None], conf, stops) for e in embs]
+    assert vp.generate_ids_batch(llm, embs, conf, stops) == one
+    serial = vl.VideoLlamaBackbone(_conf(max_new_tokens=16, batch_size=1), backbone.model)
+    batched = vl.VideoLlamaBackbone(_conf(max_new_tokens=16, batch_size=3), backbone.model)
+    assert batched.describe(samples, PROMPT) == serial.describe(samples, PROMPT)
+    # A finished row is padded with EOS until the batch ends: cut where the row stopped.
+    assert vp._cut([5, 6, 2, 2, 2], {2}, [[9]]) == [5, 6, 2]
+    assert vp._cut([5, 8, 9, 4, 2], {2}, [[8, 9]]) == [5, 8, 9]  # a stop sequence ends it
+    assert vp._cut([5, 6, 7], {2}, [[9]]) == [5, 6, 7]  # the length limit

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eald.bench import deid, judge, mmod, probe, sampling, voice
+from eald.bench import deid, judge, mmod, probe, sampling, voice, zeroshot
 
 BENCHMARKS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "sampling": sampling.run,
@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "deid": deid.run,
     "voice": voice.run,
     "probe": probe.run,
+    "zeroshot": zeroshot.run,
 }
 
 

@@ -1,24 +1,17 @@
 """The paper's judge: an OpenAI-compatible chat model (gpt-3.5-turbo-0125, temperature 0).
 
 Works with any OpenAI-compatible server (OpenAI, vLLM, llama.cpp, ...) through the official
-`openai` client. The client's own retries are disabled (max_retries=0) and replaced by an explicit
-loop here, so which errors are retried, how long we wait and how often is visible and testable.
+`openai` client, wrapped by eald.openai_chat (the retry and back-off rules backbone=openai shares).
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
 import logging
-import math
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
-
-import openai
 
 from eald.credentials import CredentialError, api_key, public_url
 from eald.judge import (
@@ -34,6 +27,7 @@ from eald.judge import (
     conf_get,
 )
 from eald.judge.parse import JudgeParseError, parse_judgement
+from eald.openai_chat import USAGE_KEYS, ChatCallError, ChatClient, Tally
 
 log = logging.getLogger("eald.judge")
 
@@ -44,7 +38,6 @@ REASK = (
     'Answer again with only a JSON object of the form {"emotion": "positive" or "negative", '
     '"score": an integer from 1 to 10}.'
 )
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def identity(conf: Any) -> dict[str, Any]:
@@ -66,39 +59,6 @@ def identity(conf: Any) -> dict[str, Any]:
         "parse_retries": int(conf_get(conf, "parse_retries", 0)),
         "version": VERSION,
     }
-
-
-def retry_after_s(err: openai.APIStatusError) -> float | None:
-    """Seconds asked for by the Retry-After (or retry-after-ms) header, if any."""
-    headers = err.response.headers if err.response is not None else {}
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:  # HTTP date form, e.g. "Wed, 21 Oct 2026 07:28:00 GMT"
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _retryable(err: Exception) -> bool:
-    # The client raises a bare json.JSONDecodeError (not an openai error) for a 200 whose body
-    # is not JSON; treat it like a 5xx (typically a proxy page or a truncated body).
-    if isinstance(err, openai.APIConnectionError | json.JSONDecodeError):  # incl. APITimeoutError
-        return True
-    if isinstance(err, openai.APIStatusError):
-        return err.status_code == 429 or err.status_code >= 500
-    return False
 
 
 class OpenAIJudge:
@@ -146,18 +106,16 @@ class OpenAIJudge:
             if not ok:
                 raise JudgeConfigError(f"judge.{key} is out of range")
         self.deterministic = self.temperature == 0
-        self._sleep = sleep
-        self._rng = rng if rng is not None else random.Random(self.seed or 0)
-        self._rng_lock = threading.Lock()
-        self._usage_lock = threading.Lock()
-        self.usage_total: dict[str, int] = dict.fromkeys(USAGE_KEYS, 0)
         # The key lives only inside the client: never on self, in identity(), logs or errors.
-        self._client = openai.OpenAI(
-            base_url=self.base_url,
-            api_key=self._read_key(),
-            timeout=self.timeout_s,
-            max_retries=0,
-        )
+        self._client = ChatClient(
+            self.base_url, self._read_key(), timeout_s=self.timeout_s,
+            max_retries=self.max_retries, backoff_base_s=self.backoff_base_s,
+            backoff_max_s=self.backoff_max_s, seed=self.seed, sleep=sleep, rng=rng,
+        )  # fmt: skip
+
+    @property
+    def usage_total(self) -> dict[str, int]:
+        return self._client.usage_total
 
     def _read_key(self) -> str:
         try:
@@ -174,93 +132,44 @@ class OpenAIJudge:
             f"api_key_env={self.api_key_env!r}, concurrency={self.concurrency})"
         )
 
-    def _scrub(self, text: str) -> str:
-        """Belt and braces: a server could echo the key back in an error message."""
-        key = self._client.api_key
-        if key and key != "EMPTY" and len(key) >= 4:
-            text = text.replace(key, "<redacted>")
-        return text
-
-    def _describe(self, err: Exception) -> str:
-        if isinstance(err, openai.APIStatusError):
-            msg = f"HTTP {err.status_code} {type(err).__name__}: {err.message}"
-        elif isinstance(err, json.JSONDecodeError):
-            msg = f"response body is not JSON ({err})"
-        elif isinstance(err, openai.APITimeoutError):
-            msg = f"APITimeoutError: request timed out after {self.timeout_s:g} s"
-        else:
-            msg = f"{type(err).__name__}: {err}"
-            if err.__cause__ is not None:  # "Connection error." alone does not say why
-                msg += f" ({type(err.__cause__).__name__}: {err.__cause__})"
-        return self._scrub(msg)
-
-    def _backoff(self, retry_index: int, err: Exception) -> float:
-        """Full jitter: uniform(0, min(max, base * 2**i)); at least Retry-After on a 429."""
-        cap = min(self.backoff_max_s, self.backoff_base_s * (2.0**retry_index))
-        with self._rng_lock:
-            delay = self._rng.uniform(0.0, cap)
-        if isinstance(err, openai.RateLimitError):
-            asked = retry_after_s(err)
-            if asked is not None:
-                delay = max(delay, min(asked, self.backoff_max_s))
-        return delay
-
-    def _call(self, messages: list[dict[str, str]]) -> Any:
+    def _call(self, req: JudgeRequest, tally: Tally, messages: list[dict[str, str]]) -> Any:
         kwargs: dict[str, Any] = {"temperature": self.temperature}
         if self.max_tokens is not None:
             kwargs["max_tokens"] = self.max_tokens
         if self.seed is not None:
             kwargs["seed"] = self.seed
-        return self._client.chat.completions.create(model=self.model, messages=messages, **kwargs)
+        return self._client.create(
+            f"judge {req.item_id}", tally, model=self.model, messages=messages, **kwargs
+        )
 
     def _judge_one(self, req: JudgeRequest) -> Judgement:
         messages = base = build_messages(self.prompt, req)
         usage = dict.fromkeys(USAGE_KEYS, 0)
-        attempts = http_retries = parse_asks = 0
+        tally, parse_asks = Tally(), 0
         raw: str | None = None
         while True:
-            attempts += 1
             try:
-                resp = self._call(messages)
-            except (openai.OpenAIError, json.JSONDecodeError) as err:
-                if not _retryable(err) or http_retries >= self.max_retries:
-                    reason = "not retryable" if not _retryable(err) else "retries exhausted"
-                    error = f"{self._describe(err)} ({reason}; {attempts} attempts)"
-                    log.warning("judge %s failed: %s", req.item_id, error)
-                    return Judgement(None, None, raw, STATUS_ERROR, error, attempts, usage)
-                delay = self._backoff(http_retries, err)
-                http_retries += 1
-                log.info(
-                    "judge %s: %s; retry %d/%d in %.2f s",
-                    req.item_id, self._describe(err), http_retries, self.max_retries, delay,
-                )  # fmt: skip
-                self._sleep(delay)
-                continue
-            self._add_usage(usage, resp)
+                resp = self._call(req, tally, messages)
+            except ChatCallError as err:
+                log.warning("judge %s failed: %s", req.item_id, err)
+                return Judgement(None, None, raw, STATUS_ERROR, str(err), tally.attempts, usage)
+            self._client.add_usage(usage, resp)
             raw = (resp.choices[0].message.content if resp.choices else None) or ""
             try:
                 emotion, confidence = parse_judgement(raw)
             except JudgeParseError as err:
                 if parse_asks >= self.parse_retries:
-                    error = self._scrub(f"{err} (after {parse_asks + 1} answers)")
+                    error = self._client.scrub(f"{err} (after {parse_asks + 1} answers)")
                     log.warning("judge %s unparsable: %s", req.item_id, error)
-                    return Judgement(None, None, raw, STATUS_UNPARSABLE, error, attempts, usage)
+                    return Judgement(
+                        None, None, raw, STATUS_UNPARSABLE, error, tally.attempts, usage
+                    )
                 parse_asks += 1
                 bad = {"role": "assistant", "content": raw}  # kept in context (see REASK)
                 messages = [*base, bad, {"role": "user", "content": REASK}]
                 continue
             log.debug("judge %s -> %s %d (usage %s)", req.item_id, emotion, confidence, usage)
-            return Judgement(emotion, confidence, raw, STATUS_OK, None, attempts, usage)
-
-    def _add_usage(self, usage: dict[str, int], resp: Any) -> None:
-        u = getattr(resp, "usage", None)
-        if u is None:
-            return
-        with self._usage_lock:
-            for k in USAGE_KEYS:
-                n = int(getattr(u, k, 0) or 0)
-                usage[k] += n
-                self.usage_total[k] += n
+            return Judgement(emotion, confidence, raw, STATUS_OK, None, tally.attempts, usage)
 
     def judge(
         self, requests: Sequence[JudgeRequest], on_result: OnResult | None = None

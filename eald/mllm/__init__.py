@@ -44,4 +44,9 @@ class Backbone(Protocol):
         code version. Never credentials."""
         ...
 
-    def describe(self, samples: Sequence[Sample], prompt: Any) -> list[str]: ...
+    def describe(self, samples: Sequence[Sample], prompt: Any) -> list[str]:
+        """One text per sample, in order. The runner passes `backbone.batch_size` samples per
+        call (in-process models batch them; greedy answers must equal one-by-one answers) and
+        keeps `backbone.concurrency` calls in flight (served models). Raises BackboneError
+        for a video that cannot be described."""
+        ...

@@ -5,6 +5,10 @@ Frames go as base64 JPEG `image_url` parts (at most `max_frames`, spread uniform
 sampled ones, with `detail`), audio clips as base64 WAV `input_audio` parts (switch off with
 `send_audio=false` for servers without audio), NFBL and the question as text. The API key is read
 from the environment variable named by `api_key_env` and lives only inside the client.
+
+Requests go through eald.openai_chat (the judge's retry and back-off rules). The runner keeps
+`concurrency` of them in flight (a vLLM server batches concurrent requests); answers do not depend
+on it.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import openai
 from PIL import Image
 
 from eald.credentials import api_key, public_url
 from eald.data.sampling import Sample
 from eald.mllm import BackboneError, Preprocess
 from eald.mllm.prompt import prompt_parts
+from eald.openai_chat import ChatCallError, ChatClient, Tally
 
 VERSION = "openai-backbone-2"  # 2: the frame intro counts the frames sent
 
@@ -65,14 +69,16 @@ class OpenAIBackbone:
 
     def __init__(self, conf: Any) -> None:
         self.conf = conf
-        self._client = openai.OpenAI(
-            base_url=conf.base_url,
-            api_key=api_key(conf.api_key_env, "backbone.api_key_env"),
-            timeout=conf.timeout_s,
-            max_retries=conf.max_retries,  # the client's own backoff on 429/5xx/timeouts
-        )
+        if conf.concurrency < 1:
+            raise ValueError(f"backbone.concurrency={conf.concurrency}: need >= 1")
+        self._client = ChatClient(
+            conf.base_url, api_key(conf.api_key_env, "backbone.api_key_env"),
+            timeout_s=conf.timeout_s, max_retries=conf.max_retries,
+            backoff_base_s=conf.backoff_base_s, backoff_max_s=conf.backoff_max_s, seed=conf.seed,
+        )  # fmt: skip
         self.preprocess = Preprocess(None, None, None, None, None)
         self.deterministic = conf.temperature == 0
+        self.concurrency = conf.concurrency  # requests the runner keeps in flight
 
     def __repr__(self) -> str:
         return f"OpenAIBackbone(model={self.conf.model!r}, base_url={public_url(self.conf.base_url)!r})"
@@ -103,24 +109,24 @@ class OpenAIBackbone:
         return out
 
     def describe(self, samples: Sequence[Sample], prompt: Any) -> list[str]:
+        """One request per sample, in order (the runner calls this from `concurrency` threads)."""
         c = self.conf
+        kwargs: dict[str, Any] = {"temperature": c.temperature, "max_tokens": c.max_tokens}
+        if c.seed is not None:
+            kwargs["seed"] = c.seed
+        where = f"{public_url(c.base_url)} ({c.model})"
         texts = []
         for sample in samples:
-            kwargs: dict[str, Any] = {"temperature": c.temperature, "max_tokens": c.max_tokens}
-            if c.seed is not None:
-                kwargs["seed"] = c.seed
+            messages = [{"role": "user", "content": self.content(sample, prompt)}]
             try:
-                resp = self._client.chat.completions.create(
-                    model=c.model,
-                    messages=[{"role": "user", "content": self.content(sample, prompt)}],
+                resp = self._client.create(
+                    f"describe {sample.video_id}", Tally(), model=c.model, messages=messages,
                     **kwargs,
-                )
-            except openai.APIError as err:
-                raise BackboneError(
-                    f"{public_url(c.base_url)} ({c.model}): {type(err).__name__}: {err}"
-                ) from err
+                )  # fmt: skip
+            except ChatCallError as err:
+                raise BackboneError(f"{where}: {err}") from None
             text = resp.choices[0].message.content if resp.choices else None
             if not text:
-                raise BackboneError(f"{public_url(c.base_url)} ({c.model}): empty response")
+                raise BackboneError(f"{where}: empty response")
             texts.append(text)
         return texts

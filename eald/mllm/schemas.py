@@ -83,6 +83,7 @@ class TinyBackboneConf:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    batch_size: int = 8  # samples per forward pass (left-padded); greedy answers unchanged
 
 
 @dataclass
@@ -101,4 +102,7 @@ class OpenAIBackboneConf:
     max_tokens: int = 512
     seed: int | None = None
     timeout_s: float = 300.0
-    max_retries: int = 3
+    max_retries: int = 3  # on connection errors, timeouts, 429 and 5xx (eald.openai_chat)
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 20.0
+    concurrency: int = 8  # requests in flight (a vLLM server batches them); answers unchanged

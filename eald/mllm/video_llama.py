@@ -364,10 +364,15 @@ class VideoLlamaBackbone:
 
     @torch.no_grad()
     def describe(self, samples: Sequence[Sample], prompt: Any) -> list[str]:
+        """``batch_size`` prompts per left-padded generate call; greedy answers equal the
+        one-by-one answers (``Chat.answer`` runs one video at a time)."""
         out, bs = [], max(1, self.conf.batch_size)
         try:
             for i in range(0, len(samples), bs):
-                out += [self.generate(e) for e in self.inputs_embeds(samples[i : i + bs], prompt)]
+                embs = [e[0] for e in self.inputs_embeds(samples[i : i + bs], prompt)]
+                rows = vp.generate_ids_batch(self.model.llama_model, embs, self.conf, self.stops)
+                out += [vp.clean_answer(self.tokenizer, r, self.conf.template, self.model.decode)
+                        for r in rows]  # fmt: skip
         except ValueError as err:  # e.g. too many frames or clips: this video fails, not the run
             raise BackboneError(f"video_llama: {err}") from err
         return out

@@ -124,9 +124,23 @@ def generate_ids(
 ) -> list[int]:
     """`Chat.answer`'s `generate` call with the configured decoding (greedy unless
     `conf.do_sample`); returns the new token ids."""
+    return generate_ids_batch(llm, [embs[0]], conf, stops)[0]
+
+
+def generate_ids_batch(
+    llm: Any, embs: Sequence[torch.Tensor], conf: Any, stops: Sequence[Sequence[int]]
+) -> list[list[int]]:
+    """:func:`generate_ids` for several prompts (each (L_i, D)) in one left-padded batch: each
+    row's ids are cut where the original, run alone, would have stopped (EOS or a stop
+    sequence), so greedy rows equal one-by-one runs token for token."""
     c = conf
-    # The demo keeps the last max_length - max_new_tokens positions.
-    embs = embs[:, max(0, embs.shape[1] + c.max_new_tokens - c.max_length) :]
+    # The demo keeps the last max_length - max_new_tokens positions (of each prompt).
+    embs = [e[max(0, e.shape[0] + c.max_new_tokens - c.max_length) :] for e in embs]
+    n = max(e.shape[0] for e in embs)
+    x = embs[0].new_zeros(len(embs), n, embs[0].shape[-1])
+    mask = torch.zeros(len(embs), n, dtype=torch.long, device=x.device)
+    for k, e in enumerate(embs):  # left padding: every row's last prompt token is aligned
+        x[k, n - e.shape[0] :], mask[k, n - e.shape[0] :] = e, 1
     gen: dict[str, Any] = dict(
         max_new_tokens=c.max_new_tokens, num_beams=c.num_beams, do_sample=c.do_sample,
         # transformers 4.28 starts input_ids as [BOS] when only inputs_embeds are given, and
@@ -136,14 +150,25 @@ def generate_ids(
     )  # fmt: skip
     if c.do_sample:  # top_k 50: transformers 4.28's implicit default, in effect in the demo
         gen.update(top_p=c.top_p, temperature=c.temperature, top_k=50)
-    mask = torch.ones(embs.shape[:2], dtype=torch.long, device=embs.device)
+    eos = llm.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     ids = llm.generate(
-        inputs_embeds=embs,
+        inputs_embeds=x,
         attention_mask=mask,
         **gen,
+        # a finished row is filled with EOS until the batch ends; the cut below removes it
+        pad_token_id=min(eos_ids) if eos_ids else 0,
         stopping_criteria=StoppingCriteriaList([StopOnSequences(stops)]),
     )
-    return ids[0].tolist()
+    return [_cut(row, eos_ids, stops) for row in ids.tolist()]
+
+
+def _cut(row: list[int], eos_ids: set[int], stops: Sequence[Sequence[int]]) -> list[int]:
+    """The ids up to and including the first EOS or completed stop sequence."""
+    for t, tok in enumerate(row):
+        if tok in eos_ids or any(row[: t + 1][-len(s) :] == list(s) for s in stops if s):
+            return row[: t + 1]
+    return row
 
 
 def generate_answer(llm: Any, tokenizer: Any, embs: torch.Tensor, conf: Any,

@@ -1,8 +1,9 @@
 """task=zeroshot: the paper's EALD-MLLM method (Fig. 5, stages 2 and 3).
 
-sample -> describe (backbone) -> judge (LLM) -> metrics -> log. Both model stages are cached by
-content hash (eald.cache), each answer committed as soon as it exists: a rerun makes zero model
-calls, and a run killed mid-way resumes where it stopped.
+sample -> describe (backbone) -> judge (LLM) -> metrics -> log, pipelined (eald.tasks.pipeline:
+sampling ahead, batches or concurrent requests, the judge starting on each description). Both
+model stages are cached by content hash (eald.cache), each answer committed as soon as it exists:
+a rerun makes zero model calls, and a run killed mid-way resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import time
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from eald.cache import StageCache, cache_key
 from eald.data.dataset import Video
@@ -32,6 +32,7 @@ from eald.tasks.common import (
     require_scored,
     write_outputs,
 )
+from eald.tasks.pipeline import Item, PipelineConf, run_pipeline
 
 log = logging.getLogger("eald.zeroshot")
 DESCRIBE_VERSION = "describe-1"  # bump when sampling or prompting code changes answers
@@ -81,10 +82,27 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     # Loaded on the first cache miss: a cached rerun never loads it.
     backbone = Lazy("backbone", cfg.backbone, check=lambda b: _check_preprocess(cfg, b))
     rows: list[dict[str, Any]] = []
-    calls = {"backbone": 0, "judge": 0}
+    items: list[Item] = []
+    early: list[tuple[dict, JudgeRequest, str]] = []
+    hits = 0
 
-    # Stage 2: describe, one video at a time (decoding a 7-minute video dominates).
-    for vid in tqdm(ids, desc="describe", unit="video"):
+    def to_judge(row: dict[str, Any]) -> tuple[dict, JudgeRequest, str] | None:
+        """A described row: its judge request, unless the judgement is cached (applied now)."""
+        if not (row.get("response") or "").strip():
+            # a real answer of the backbone (e.g. EOS first): recorded, nothing to judge
+            fail(row, "empty_response", "the backbone's answer is empty: nothing to judge")
+            return None
+        req = JudgeRequest(row["video_id"], row["response"], row.get("nfbl"))
+        key = judge_key(req, j_ident)
+        hit = cache.get("judge", key) if judge.deterministic else None
+        if hit is not None:
+            _apply(row, Judgement(**hit))
+            row["cache"]["judge"] = "hit"
+            return None
+        return row, req, key
+
+    # Protocol order: every row exists up front, and outputs keep this order.
+    for vid in ids:
         video = ds.videos.get(vid)
         row = base_row(vid, video)
         rows.append(row)
@@ -95,58 +113,53 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         row.update(window=window.as_dict(), nfbl=nfbl, cache={})
         key = describe_key(cfg, video, window, nfbl, b_ident)
         hit = cache.get("describe", key) if b_ident["deterministic"] else None
-        if hit is not None:
-            row["response"], row["cache"]["describe"] = hit["text"], "hit"
+        if hit is None:
+            items.append(Item(len(rows) - 1, (row, video, key)))
             continue
-        try:
-            sample = sample_video(video, cfg)
-            calls["backbone"] += 1
-            text = backbone.get().describe([sample], cfg.prompt)[0]
-        except MediaError as err:
-            fail(row, "media_error", str(err))
-            continue
-        except BackboneError as err:
-            fail(row, "backbone_error", str(err))
-            continue
-        row["inputs"] = sample.summary()
+        row["response"], row["cache"]["describe"] = hit["text"], "hit"
+        hits += 1
+        if (req := to_judge(row)) is not None:
+            early.append(req)
+
+    def on_described(item: Item, text: Any) -> Any:
+        row, _video, key = item.payload
+        if isinstance(text, MediaError):
+            fail(row, "media_error", str(text))
+            return None
+        if isinstance(text, BackboneError):
+            fail(row, "backbone_error", str(text))
+            return None
+        row["inputs"] = item.sample.summary()
         row["response"], row["cache"]["describe"] = text, "miss"
-        if b_ident["deterministic"]:
+        if b_ident["deterministic"]:  # committed now: a kill -9 later loses nothing
             cache.put("describe", key, {"text": text})
+        return to_judge(row)
 
-    # Stage 3: judge, concurrently; each answer is cached the moment it arrives.
-    todo: list[tuple[dict, JudgeRequest, str]] = []
-    for row in rows:
-        if row["status"] == "ok" and not (row.get("response") or "").strip():
-            # a real answer of the backbone (e.g. EOS first): recorded, nothing to judge
-            fail(row, "empty_response", "the backbone's answer is empty: nothing to judge")
-        if row["status"] != "ok":
-            continue
-        req = JudgeRequest(row["video_id"], row["response"], row.get("nfbl"))
-        key = judge_key(req, j_ident)
-        hit = cache.get("judge", key) if judge.deterministic else None
-        if hit is not None:
-            _apply(row, Judgement(**hit))
-            row["cache"]["judge"] = "hit"
-        else:
-            todo.append((row, req, key))
-
-    bar = tqdm(total=len(todo), desc="judge", unit="video")
-
-    def on_result(i: int, j: Judgement) -> None:
-        row, _req, key = todo[i]
+    def on_judged(req: tuple[dict, JudgeRequest, str], j: Judgement) -> None:
+        row, _req, key = req
         if judge.deterministic and j.status == "ok":  # failures are never cached
             cache.put("judge", key, _judgement_dict(j))
-        bar.update(1)
-
-    calls["judge"] = len(todo)
-    results = judge.judge([r for _, r, _ in todo], on_result=on_result) if todo else []
-    bar.close()
-    for (row, _req, _key), j in zip(todo, results, strict=True):
         _apply(row, j)
         row["cache"]["judge"] = "miss"
 
+    pipe = PipelineConf(
+        sample_workers=cfg.pipeline.sample_workers, prefetch=cfg.pipeline.prefetch,
+        batch_size=int(cfg.backbone.get("batch_size", 1)),
+        concurrency=int(cfg.backbone.get("concurrency", 1)),
+        judge_concurrency=int(getattr(judge, "concurrency", 1)),
+    )  # fmt: skip
+    done = run_pipeline(
+        items, pipe,
+        sample=lambda it: sample_video(it.payload[1], cfg),
+        describe=lambda samples: backbone.get().describe(samples, cfg.prompt),
+        on_described=on_described,
+        judge=lambda req: judge.judge([req[1]])[0],
+        on_judged=on_judged, early_judge=early, cached=hits,
+    )  # fmt: skip
+
+    calls = {k: done[k] for k in ("backbone", "judge")}
     metrics = write_outputs(ctx, rows, extra={
-        "cache": cache.stats(), "calls": calls, "judge_usage": dict(getattr(judge, "usage_total", {})),
+        "cache": cache.stats(), "calls": calls, "stage_seconds": done["seconds"], "judge_usage": dict(getattr(judge, "usage_total", {})),
         "seconds": round(time.perf_counter() - t0, 3), "backbone": b_ident.get("kind"),
         "backbone_loaded": backbone.loaded,
         "judge": j_ident.get("kind"),

@@ -1,0 +1,191 @@
+"""Stage-2 throughput of task=zeroshot (eald.tasks.pipeline), each row against its peer in the run.
+
+- served: backbone=openai against a real local OpenAI-compatible server answering after a fixed
+  0.5 s, 64 demo videos (320x240, 20 s), backbone.concurrency 8, judge=openai on the same server
+  (concurrency 8). Peer: the ideal 64 x 0.5 s / 8. Targets: the describe stage <= 1.5x the ideal;
+  the whole run (judge included) <= 1.3x the describe stage.
+- batching: backbone=tiny, batch 8 vs batch 1 on CPU, on the same sampled inputs (32 videos):
+  videos per second of the backbone, and identical answers. Target >= 2x.
+- overlap: backbone=openai with a fixed 'compute' time per video (the server's latency,
+  concurrency 1, set near the measured decode time), 24 videos: whole describe stage vs
+  max(decode, compute) and vs their sum. Target <= 1.2x the max.
+- memory: peak RSS of whole runs (backbone=openai at 0 latency, judge=offline) on 256 vs 32
+  videos, each in its own process. Target <= 1.2x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+
+from eald.bench.common import fmt, table
+from eald.config import register_configs
+from eald.data.dataset import load_dataset
+from eald.data.demo import generate_demo
+from eald.data.sampling import sample_video
+from eald.io import write_json
+from eald.log import NoneLogger
+from eald.registry import REGISTRY
+from eald.tasks import run_identity
+from eald.tasks.common import RunContext
+from eald.tasks.zeroshot import run_zeroshot
+from eald.testing.openai_server import FakeOpenAIServer
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+JUDGE_ANSWER = '{"emotion": "positive", "score": 7}'
+
+
+def _cfg(overrides: list[str]) -> Any:
+    register_configs()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def _zeroshot(cfg: Any, run_dir: Path) -> tuple[float, dict[str, Any]]:
+    ctx = RunContext(run_dir, NoneLogger(), run_identity(cfg))
+    t0 = time.perf_counter()
+    res = run_zeroshot(cfg, ctx)
+    return time.perf_counter() - t0, res.metrics
+
+
+def _script():
+    def script(n: int, body: dict) -> Any:
+        if isinstance(body["messages"][-1]["content"], str):  # the judge
+            return JUDGE_ANSWER
+        return "The speaker seems calm and satisfied."
+
+    return script
+
+
+def served(demo: Path, tmp: Path, n: int = 64, latency: float = 0.5, conc: int = 8) -> dict:
+    with FakeOpenAIServer(_script(), latency_s=latency) as srv:
+        cfg = _cfg(["backbone=openai", "backbone.api_key_env=null", f"backbone.base_url={srv.base_url}",
+                    f"backbone.concurrency={conc}", "judge=openai", "judge.api_key_env=null",
+                    f"judge.base_url={srv.base_url}", f"judge.concurrency={conc}", f"limit={n}",
+                    f"dataset.root={demo}", f"cache.dir={tmp}/served"])  # fmt: skip
+        wall, m = _zeroshot(cfg, tmp / "served_run")
+    ideal = n * latency / conc
+    d, whole = m["stage_seconds"]["describe"], m["stage_seconds"]["judge"]
+    return {"videos": n, "latency_s": latency, "concurrency": conc, "ideal_s": ideal,
+            "describe_s": d, "whole_s": whole, "wall_s": wall, "calls": m["calls"],
+            "describe_ratio": d / ideal, "whole_ratio": whole / d,
+            "pass_describe": d <= 1.5 * ideal, "pass_whole": whole <= 1.3 * d}  # fmt: skip
+
+
+def _samples(demo: Path, n: int, cfg: Any) -> list:
+    ds = load_dataset(demo)
+    vids = sorted(ds.videos, key=int)[:n]
+    return [sample_video(ds.videos[v], cfg) for v in vids]
+
+
+def batching(demo: Path, n: int = 32) -> dict:
+    cfg = _cfg(["backbone=tiny"])
+    samples = _samples(demo, n, cfg)
+    out, speed = {}, {}
+    for bs in (1, 8):
+        bb = REGISTRY.build(
+            "backbone", _cfg(["backbone=tiny", f"backbone.batch_size={bs}"]).backbone
+        )
+        bb.describe(samples[:2], cfg.prompt)  # warm-up
+        t0 = time.perf_counter()
+        out[bs] = bb.describe(samples, cfg.prompt)
+        speed[bs] = n / (time.perf_counter() - t0)
+    ratio = speed[8] / speed[1]
+    return {"videos": n, "videos_per_s_batch1": speed[1], "videos_per_s_batch8": speed[8],
+            "ratio": ratio, "identical": out[1] == out[8],
+            "pass": ratio >= 2 and out[1] == out[8]}  # fmt: skip
+
+
+def overlap(demo: Path, tmp: Path, n: int = 24) -> dict:
+    cfg = _cfg([f"limit={n}"])
+    ds = load_dataset(demo)
+    vids = sorted(ds.videos, key=int)[:n]
+    t0 = time.perf_counter()  # decode alone, with the pipeline's own sampling threads
+    with ThreadPoolExecutor(cfg.pipeline.sample_workers) as pool:
+        list(pool.map(lambda v: sample_video(ds.videos[v], cfg), vids))
+    decode = time.perf_counter() - t0
+    latency = round(decode / n, 3)  # compute per video ~ decode per video: the hardest case
+    with FakeOpenAIServer(_script(), latency_s=latency) as srv:
+        cfg = _cfg(["backbone=openai", "backbone.api_key_env=null", f"backbone.base_url={srv.base_url}",
+                    "backbone.concurrency=1", "judge=offline", f"limit={n}",
+                    f"dataset.root={demo}", f"cache.dir={tmp}/overlap"])  # fmt: skip
+        _, m = _zeroshot(cfg, tmp / "overlap_run")
+    compute = n * latency
+    whole = m["stage_seconds"]["describe"]
+    best = max(decode, compute)
+    return {"videos": n, "decode_s": decode, "compute_s": compute, "whole_s": whole,
+            "ratio_to_max": whole / best, "ratio_to_sum": whole / (decode + compute),
+            "pass": whole <= 1.2 * best}  # fmt: skip
+
+
+def _peak_child(demo: str, n: int, tmp: str) -> None:
+    """In a fresh process: one whole run on `n` videos; prints the peak RSS (MiB) as JSON."""
+    with FakeOpenAIServer(_script()) as srv:
+        cfg = _cfg(["backbone=openai", "backbone.api_key_env=null", f"backbone.base_url={srv.base_url}",
+                    "judge=offline", f"limit={n}", f"dataset.root={demo}", f"cache.dir={tmp}/c{n}"])  # fmt: skip
+        _, m = _zeroshot(cfg, Path(tmp) / f"peak{n}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"videos": n, "peak_mib": peak, "n": m["n"]}))
+
+
+def memory(demo: Path, tmp: Path) -> dict:
+    res = {}
+    for n in (32, 256):
+        code = f"from eald.bench.zeroshot import _peak_child; _peak_child({str(demo)!r}, {n}, {str(tmp)!r})"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "WANDB_MODE": "disabled"}, check=True)  # fmt: skip
+        res[n] = json.loads(out.stdout.strip().splitlines()[-1])
+    ratio = res[256]["peak_mib"] / res[32]["peak_mib"]
+    return {"peak_mib_32": res[32]["peak_mib"], "peak_mib_256": res[256]["peak_mib"],
+            "ratio": ratio, "pass": ratio <= 1.2 and res[256]["n"] == 256}  # fmt: skip
+
+
+def run(cache: Path) -> dict[str, Any]:
+    demo64 = generate_demo(Path(cache) / "zeroshot_demo", videos=64, seconds=20.0, seed=0)
+    demo256 = generate_demo(Path(cache) / "zeroshot_demo256", videos=256, seconds=4.0, seed=0)
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        print("  served (openai backbone, 0.5 s latency)", flush=True)
+        s = served(demo64, tmp)
+        print("  batching (tiny, batch 8 vs 1)", flush=True)
+        b = batching(demo64)
+        print("  decode overlap", flush=True)
+        o = overlap(demo64, tmp)
+        print("  peak memory (256 vs 32 videos)", flush=True)
+        mem = memory(demo256, tmp)
+    summary = {"benchmark": "zeroshot", "served": s, "batching": b, "overlap": o, "memory": mem,
+               "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}  # fmt: skip
+    show(summary)
+    write_json(Path(cache) / "zeroshot.json", summary)
+    return summary
+
+
+def show(s: dict[str, Any]) -> None:
+    sv, b, o, m = s["served"], s["batching"], s["overlap"], s["memory"]
+    ok = lambda p: "PASS" if p else "FAIL"  # noqa: E731
+    print("\nzeroshot stage 2 (ratios within this run)\n")
+    print(table(["work", "measured", "peer", "ratio", "target", ""], [
+        [f"describe, openai, {sv['videos']} videos, conc {sv['concurrency']}",
+         fmt(sv["describe_s"], " s"), f"ideal {fmt(sv['ideal_s'], ' s')}",
+         fmt(sv["describe_ratio"], "x"), "<= 1.5x", ok(sv["pass_describe"])],
+        ["whole run incl. judge", fmt(sv["whole_s"], " s"), f"describe {fmt(sv['describe_s'], ' s')}",
+         fmt(sv["whole_ratio"], "x"), "<= 1.3x", ok(sv["pass_whole"])],
+        [f"tiny batch 8 vs 1, {b['videos']} videos", fmt(b["videos_per_s_batch8"], " v/s"),
+         f"batch 1 {fmt(b['videos_per_s_batch1'], ' v/s')}", fmt(b["ratio"], "x"),
+         ">= 2x, same answers", ok(b["pass"])],
+        [f"decode overlap, {o['videos']} videos", fmt(o["whole_s"], " s"),
+         f"max(decode {fmt(o['decode_s'])}, compute {fmt(o['compute_s'])})",
+         fmt(o["ratio_to_max"], "x"), "<= 1.2x", ok(o["pass"])],
+        ["peak memory, 256 vs 32 videos", fmt(m["peak_mib_256"], " MiB"),
+         fmt(m["peak_mib_32"], " MiB"), fmt(m["ratio"], "x"), "<= 1.2x", ok(m["pass"])],
+    ]))  # fmt: skip
