@@ -4,6 +4,7 @@ nor mentioned. backbone=openai is driven through the real openai client against 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import wave
 
@@ -149,4 +150,8 @@ def test_tiny_batched_greedy_equals_one_by_one(demo_root):
     rows += batched.generate_ids([batched.embed(s, BASE.prompt) for s in samples[4:]])
     assert rows == one  # token for token
     assert any(r[-1] == 2 and len(r) < 40 for r in one)  # some rows stop early at EOS ...
-    assert batched.describe(samples, BASE.prompt) == serial.describe(samples, BASE.prompt)
+    want = serial.describe(samples, BASE.prompt)
+    assert batched.describe(samples, BASE.prompt) == want
+    # stage 1's preprocessing (prepare, in the sampling threads) changes nothing either
+    prepared = [batched.prepare(dataclasses.replace(s, prepared={})) for s in samples]
+    assert any(p.prepared for p in prepared) and batched.describe(prepared, BASE.prompt) == want

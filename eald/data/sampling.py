@@ -117,6 +117,8 @@ class Sample:
     sample_rate: int = 16000
     nfbl: str | None = None
     notes: list[str] = field(default_factory=list)
+    # A backbone's own preprocessing, done in stage 1's threads (Backbone.prepare), by key
+    prepared: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly description of what was sampled (no pixel or fbank data)."""

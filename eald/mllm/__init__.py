@@ -44,6 +44,10 @@ class Backbone(Protocol):
         code version. Never credentials."""
         ...
 
+    # Optional: `prepare(sample) -> sample` does per-video preprocessing (resizing frames...)
+    # in stage 1's sampling threads, ahead of and beside the model; describe must give the same
+    # answer with or without it.
+
     def describe(self, samples: Sequence[Sample], prompt: Any) -> list[str]:
         """One text per sample, in order. The runner passes `backbone.batch_size` samples per
         call (in-process models batch them; greedy answers must equal one-by-one answers) and

@@ -109,6 +109,12 @@ class TinyBackbone:
         std = torch.tensor(self.preprocess.std).view(1, 3, 1, 1)
         return (x - mean) / std
 
+    def prepare(self, sample: Sample) -> Sample:
+        """Frame preprocessing (resize, normalise), run by the pipeline in stage 1's threads."""
+        if sample.frames is not None:
+            sample.prepared["tiny_frames"] = self._frames(sample.frames)
+        return sample
+
     def embed(self, sample: Sample, prompt: Any) -> torch.Tensor:
         """The input sequence: <s> then each prompt part as text tokens or modality tokens."""
         m, tok = self.model, self.tokenizer
@@ -117,7 +123,8 @@ class TinyBackbone:
             if kind == "text":
                 pieces.append(m.embed_text(tok.encode(payload + "\n")))
             elif kind == "frames":
-                pieces.append(m.embed_frames(self._frames(payload)))
+                x = sample.prepared.get("tiny_frames")
+                pieces.append(m.embed_frames(x if x is not None else self._frames(payload)))
             elif kind == "audio":
                 pieces.append(m.embed_audio(sample.fbank))
         return torch.cat(pieces)

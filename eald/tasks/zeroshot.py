@@ -150,7 +150,7 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     )  # fmt: skip
     done = run_pipeline(
         items, pipe,
-        sample=lambda it: sample_video(it.payload[1], cfg),
+        sample=lambda it: _prepared(backbone, sample_video(it.payload[1], cfg)),
         describe=lambda samples: backbone.get().describe(samples, cfg.prompt),
         on_described=on_described,
         judge=lambda req: judge.judge([req[1]])[0],
@@ -168,6 +168,12 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     _report(metrics)
     require_scored(rows, ctx.run_dir)
     return TaskResult(rows, metrics)
+
+
+def _prepared(backbone: Lazy, sample: Any) -> Any:
+    """The backbone's own preprocessing, if it has any, here in the sampling thread."""
+    prepare = getattr(backbone.get(), "prepare", None)
+    return prepare(sample) if prepare is not None else sample
 
 
 def _judgement_dict(j: Judgement) -> dict[str, Any]:

@@ -39,9 +39,10 @@ Script = Callable[[int, dict[str, Any]], "Reply | str"]
 class FakeOpenAIServer:
     """Threaded HTTP server in a daemon thread; use as a context manager."""
 
-    def __init__(self, script: Script, latency_s: float = 0.0) -> None:
+    def __init__(self, script: Script, latency_s: float = 0.0, keep: bool = True) -> None:
         self.script = script
         self.latency_s = latency_s
+        self.keep = keep  # False: bodies are not kept (long benchmark runs), only counted
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str | None] = []
         self.paths: list[str] = []
@@ -151,7 +152,7 @@ class FakeOpenAIServer:
                 body = json.loads(raw or b"{}")
                 with server._lock:
                     n = len(server.requests)
-                    server.requests.append(body)
+                    server.requests.append(body if server.keep else {})
                     server.auth_headers.append(self.headers.get("Authorization"))
                     server.paths.append(self.path)
                     server.in_flight += 1
@@ -174,3 +175,27 @@ class FakeOpenAIServer:
                 self._send(reply.status, payload, reply.headers)
 
         return Handler
+
+
+def answer_by_kind(n: int, body: dict[str, Any]) -> str:
+    """A judge-style JSON verdict for text-only requests, a description for multimodal ones."""
+    if isinstance(body["messages"][-1]["content"], str):
+        return '{"emotion": "positive", "score": 7}'
+    return "The speaker seems calm and satisfied."
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m eald.testing.openai_server [LATENCY_S]``: serve in this process (as a real
+    server would run: apart from the client) until stdin closes; prints the base URL first."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    with FakeOpenAIServer(answer_by_kind, latency_s=float(args[0]) if args else 0.0,
+                          keep=False) as srv:  # fmt: skip
+        print(srv.base_url, flush=True)
+        sys.stdin.read()  # until the parent closes it (or dies)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
