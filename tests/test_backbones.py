@@ -155,3 +155,18 @@ def test_tiny_batched_greedy_equals_one_by_one(demo_root):
     # stage 1's preprocessing (prepare, in the sampling threads) changes nothing either
     prepared = [batched.prepare(dataclasses.replace(s, prepared={})) for s in samples]
     assert any(p.prepared for p in prepared) and batched.describe(prepared, BASE.prompt) == want
+
+
+def test_tiny_decoding_loop_equals_transformers_generate(demo_root):
+    """tiny's own loop (prefill alone, cached decode) against transformers' greedy generate."""
+    import torch
+
+    bb = build_backbone(_conf("backbone", "tiny", max_new_tokens=30))
+    for mods, vid in (("van", "0"), ("v", "2")):
+        emb = bb.embed(_sample(demo_root, mods, vid), BASE.prompt)
+        with torch.no_grad():
+            ref = bb.model.lm.generate(
+                inputs_embeds=emb[None], attention_mask=torch.ones(1, len(emb), dtype=torch.long),
+                max_new_tokens=30, do_sample=False, pad_token_id=0, eos_token_id=2,
+            )[0].tolist()  # fmt: skip
+        assert bb.generate_ids([emb])[0] == ref
