@@ -141,14 +141,23 @@ def overlap(demo: Path, tmp: Path, n: int = 24) -> dict:
             "pass": whole <= 1.2 * best}  # fmt: skip
 
 
+def _hwm_mib() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux keeps that across execve, so a
+    child would start from its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: best effort
+
+
 def _peak_child(demo: str, n: int, tmp: str) -> None:
     """In a fresh process: one whole run on `n` videos; prints the peak RSS (MiB) as JSON."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports, config
+    before = _hwm_mib()  # imports, config
     with _server(0.0) as url:
         cfg = _cfg(["backbone=openai", "backbone.api_key_env=null", f"backbone.base_url={url}",
                     "judge=offline", f"limit={n}", f"dataset.root={demo}", f"cache.dir={tmp}/c{n}"])  # fmt: skip
         _, m = _zeroshot(cfg, Path(tmp) / f"peak{n}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _hwm_mib()
     print(json.dumps({"videos": n, "peak_mib": peak, "before_run_mib": before, "n": m["n"]}))
 
 
