@@ -46,6 +46,15 @@ def sample_cfg(fraction: float = 1.0, seed: int = 0, mods: str = "van", **sampli
     })  # fmt: skip
 
 
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """Start `eald-run ARGS` in its own process group (for kill -9 tests), output discarded."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "eald.run", *args], cwd=cwd, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     """Run `eald-run ARGS` as a real subprocess (the console script's module)."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}

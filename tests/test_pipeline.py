@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from eald.data.media import MediaError
 from eald.mllm import BackboneError
 from eald.tasks.pipeline import Item, PipelineConf, run_pipeline
 from eald.testing.openai_server import FakeOpenAIServer, Reply
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli, start_cli
 
 # -- the scheduler, on plain items --------------------------------------------------------------
 
@@ -178,12 +176,7 @@ def test_kill_9_on_the_concurrent_path_loses_and_repeats_nothing(many: Path, tmp
         args = [*ARGS, f"backbone.base_url={srv.base_url}", f"judge.base_url={srv.base_url}",
                 f"dataset.root={many}", f"cache.dir={cache}", "backbone.concurrency=3",
                 "judge.concurrency=3"]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "eald.run", *args, f"hydra.run.dir={tmp_path}/r1"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+        proc = start_cli(*args, f"hydra.run.dir={tmp_path}/r1", cwd=tmp_path)
         deadline = time.time() + 240
         while _count(db, "describe") < 4 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)

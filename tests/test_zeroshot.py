@@ -7,15 +7,13 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from eald.testing.openai_server import FakeOpenAIServer, Reply
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli, start_cli
 
 FAST = ["sampling.num_frames=8", "sampling.audio_clips=2", "backbone.max_new_tokens=16"]
 
@@ -149,12 +147,7 @@ def test_kill_9_mid_run_resumes_without_duplicates_or_losses(demo_root: Path, tm
         args = ["backbone=tiny", "judge=openai", "judge.api_key_env=null",
                 f"judge.base_url={server.base_url}", "judge.concurrency=1",
                 f"dataset.root={demo_root}", f"cache.dir={cache}", *FAST]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "eald.run", *args, f"hydra.run.dir={tmp_path}/r1"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+        proc = start_cli(*args, f"hydra.run.dir={tmp_path}/r1", cwd=tmp_path)
         db = cache / "stages.sqlite3"
         deadline = time.time() + 240
         while _judge_count(db) < 2 and time.time() < deadline and proc.poll() is None:
