@@ -183,6 +183,8 @@ def run_pipeline(
                 fut.cancel()
             raise
         finally:
+            d_bar.set_postfix(cached=cached, in_flight=0, ready=len(ready), refresh=False)
+            j_bar.set_postfix(in_flight=len(judging), refresh=False)
             d_bar.close()
             j_bar.close()
     return {**calls, "seconds": {k: round(v, 3) for k, v in stage_s.items()}}
