@@ -60,6 +60,9 @@ class Judge(Protocol):
         self, requests: Sequence[JudgeRequest], on_result: OnResult | None = None
     ) -> list[Judgement]: ...
 
+    # Optional: `judge_one(request) -> Judgement`, one request in the calling thread. The
+    # zero-shot pipeline uses it when present (else `judge([request])[0]`).
+
 
 _MISSING = object()
 

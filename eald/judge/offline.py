@@ -60,6 +60,8 @@ class OfflineJudge:
             emotion=emotion, confidence=confidence, raw=raw, status="ok", attempts=0, usage={}
         )
 
+    judge_one = classify  # one request (the zero-shot pipeline's call)
+
     def judge(
         self, requests: Sequence[JudgeRequest], on_result: OnResult | None = None
     ) -> list[Judgement]:

@@ -142,7 +142,8 @@ class OpenAIJudge:
             f"judge {req.item_id}", tally, model=self.model, messages=messages, **kwargs
         )
 
-    def _judge_one(self, req: JudgeRequest) -> Judgement:
+    def judge_one(self, req: JudgeRequest) -> Judgement:
+        """One request, in the calling thread (the zero-shot pipeline runs these concurrently)."""
         messages = base = build_messages(self.prompt, req)
         usage = dict.fromkeys(USAGE_KEYS, 0)
         tally, parse_asks = Tally(), 0
@@ -186,7 +187,7 @@ class OpenAIJudge:
         t0 = time.monotonic()
         before = dict(self.usage_total)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge") as ex:
-            futures = {ex.submit(self._judge_one, r): i for i, r in enumerate(requests)}
+            futures = {ex.submit(self.judge_one, r): i for i, r in enumerate(requests)}
             try:
                 for fut in as_completed(futures):
                     i = futures[fut]

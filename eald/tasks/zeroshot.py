@@ -148,12 +148,13 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
         concurrency=int(cfg.backbone.get("concurrency", 1)),
         judge_concurrency=int(getattr(judge, "concurrency", 1)),
     )  # fmt: skip
+    one = getattr(judge, "judge_one", None)  # one request per call, no per-call pool or log
     done = run_pipeline(
         items, pipe,
         sample=lambda it: _prepared(backbone, sample_video(it.payload[1], cfg)),
         describe=lambda samples: backbone.get().describe(samples, cfg.prompt),
         on_described=on_described,
-        judge=lambda req: judge.judge([req[1]])[0],
+        judge=lambda req: one(req[1]) if one else judge.judge([req[1]])[0],
         on_judged=on_judged, early_judge=early, cached=hits,
     )  # fmt: skip
 
