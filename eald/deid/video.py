@@ -303,7 +303,7 @@ def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
                 pkt.duration = round(d / pkt.time_base)
             cout.mux(pkt)
 
-    def record(mf: MaskedFrame) -> tuple[np.ndarray, int, int | None]:
+    def record(mf: MaskedFrame) -> tuple[np.ndarray, int]:
         # Bookkeeping in the caller's thread, in frame order: what the encoder needs.
         st["boxes"].append(mf.boxes)
         if mf.whole:
@@ -318,11 +318,11 @@ def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
         nxt = pts.get(mf.index + 1, out["end"])
         if nxt is not None and nxt > p:
             durs[p * tb] = (nxt - p) * tb
-        return mf.rgb, p, nxt
+        return mf.rgb, p
 
-    def encode(item: tuple[np.ndarray, int, int | None]) -> None:
+    def encode(item: tuple[np.ndarray, int]) -> None:
         t0 = perf_counter()
-        img, p, _ = item
+        img, p = item
         if out["pad"] != (0, 0):
             img = np.pad(img, ((0, out["pad"][1]), (0, out["pad"][0]), (0, 0)), mode="edge")
         # one-thread swscale: the pixels must not depend on thread scheduling

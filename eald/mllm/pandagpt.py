@@ -40,6 +40,7 @@ from eald.device import resolve_device
 from eald.mllm import CLIP_MEAN, CLIP_STD, BackboneError, Preprocess
 from eald.mllm.convert import KeyMap, LoadReport, load_checkpoint, load_converted
 from eald.mllm.imagebind import ImageBindConfig, load_imagebind
+from eald.mllm.prompt import left_pad
 from eald.mllm.schemas import PandaGPTConf  # noqa: F401  (re-export)
 
 VERSION = "pandagpt-1"
@@ -242,10 +243,7 @@ class PandaGPTBackbone:
         limit = self.model.llama_model.config.max_position_embeddings
         if n + c.max_new_tokens > limit:
             raise BackboneError(f"prompt of {n} tokens + {c.max_new_tokens} new > {limit} context")
-        x = embeds[0].new_zeros(len(embeds), n, embeds[0].shape[-1])
-        mask = torch.zeros(len(embeds), n, dtype=torch.long, device=x.device)
-        for i, e in enumerate(embeds):
-            x[i, n - len(e) :], mask[i, n - len(e) :] = e, 1
+        x, mask = left_pad(embeds)
         kw = {"top_p": c.top_p, "temperature": c.temperature} if c.do_sample else {}
         with torch.random.fork_rng(devices=[self.device] if "cuda" in self.device else []):
             torch.manual_seed(c.seed)  # sampling reproducible per call, global RNG untouched

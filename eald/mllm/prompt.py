@@ -1,10 +1,13 @@
-"""The request as ordered parts, for backbones that take media and text in turns (tiny, openai)."""
+"""The request as ordered parts, for backbones that take media and text in turns (tiny, openai),
+and the left-padded batch the in-process backbones generate from."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from eald.data.sampling import Sample
 
@@ -36,3 +39,14 @@ def prompt_parts(
         parts.append(("text", prompt.nfbl_intro.format(nfbl=sample.nfbl)))
     parts.append(("text", prompt.question))
     return parts
+
+
+def left_pad(embeds: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts (each (L_i, D)) as one (B, max L, D) batch padded on the left, so every row's
+    last prompt token is aligned for generation, and its (B, max L) attention mask."""
+    n = max(e.shape[0] for e in embeds)
+    x = embeds[0].new_zeros(len(embeds), n, embeds[0].shape[-1])
+    mask = torch.zeros(len(embeds), n, dtype=torch.long, device=x.device)
+    for k, e in enumerate(embeds):
+        x[k, n - e.shape[0] :], mask[k, n - e.shape[0] :] = e, 1
+    return x, mask

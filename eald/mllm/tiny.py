@@ -26,11 +26,8 @@ from eald.mllm import CLIP_MEAN, CLIP_STD, Preprocess
 from eald.mllm.prompt import prompt_parts
 
 # transformers 5 renamed `past_key_values` to `cache` (the old name still works, with a warning)
-_CACHE_KW = (
-    "cache"
-    if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters
-    else ("past_key_values")
-)
+_PARAMS = inspect.signature(LlamaForCausalLM.forward).parameters
+_CACHE_KW = "cache" if "cache" in _PARAMS else "past_key_values"
 VERSION = "tiny-2"  # 2: its own decoding loop (prefill alone, batched decode)
 MAX_FRAMES = 64
 

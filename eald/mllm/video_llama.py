@@ -377,10 +377,6 @@ class VideoLlamaBackbone:
             raise BackboneError(f"video_llama: {err}") from err
         return out
 
-    def generate(self, embs: Tensor) -> str:
-        return vp.generate_answer(self.model.llama_model, self.tokenizer, embs, self.conf,
-                                  self.stops, self.model.decode)  # fmt: skip
-
 
 def identity(conf: Any, weights: dict[str, Any] | None = None) -> dict[str, Any]:
     """Cache identity from the config and the weight files' fingerprint (no model load)."""

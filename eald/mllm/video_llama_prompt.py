@@ -18,6 +18,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from eald.data.sampling import Sample
+from eald.mllm.prompt import left_pad
 
 PLACEHOLDER = "<ImageHere>"
 TEMPLATES = ("llama2", "vicuna")
@@ -136,11 +137,7 @@ def generate_ids_batch(
     c = conf
     # The demo keeps the last max_length - max_new_tokens positions (of each prompt).
     embs = [e[max(0, e.shape[0] + c.max_new_tokens - c.max_length) :] for e in embs]
-    n = max(e.shape[0] for e in embs)
-    x = embs[0].new_zeros(len(embs), n, embs[0].shape[-1])
-    mask = torch.zeros(len(embs), n, dtype=torch.long, device=x.device)
-    for k, e in enumerate(embs):  # left padding: every row's last prompt token is aligned
-        x[k, n - e.shape[0] :], mask[k, n - e.shape[0] :] = e, 1
+    x, mask = left_pad(embs)
     gen: dict[str, Any] = dict(
         max_new_tokens=c.max_new_tokens, num_beams=c.num_beams, do_sample=c.do_sample,
         # transformers 4.28 starts input_ids as [BOS] when only inputs_embeds are given, and
@@ -169,12 +166,6 @@ def _cut(row: list[int], eos_ids: set[int], stops: Sequence[Sequence[int]]) -> l
         if tok in eos_ids or any(row[: t + 1][-len(s) :] == list(s) for s in stops if s):
             return row[: t + 1]
     return row
-
-
-def generate_answer(llm: Any, tokenizer: Any, embs: torch.Tensor, conf: Any,
-                    stops: Sequence[Sequence[int]], decode: Callable | None = None) -> str:  # fmt: skip
-    """`Chat.answer`: generate, then its clean-up."""
-    return clean_answer(tokenizer, generate_ids(llm, embs, conf, stops), conf.template, decode)
 
 
 def clean_answer(tokenizer: Any, ids: Sequence[int], template: str,
