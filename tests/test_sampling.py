@@ -96,6 +96,45 @@ def test_audio_window_and_fbank_clips(demo_root):
     assert tail.shape == (32000,) and np.all(tail[-8000:] == 0)
 
 
+def _audio_frame_by_frame(path, sample_rate):
+    """The whole track resampled one decoded frame at a time (the reference for read_audio's
+    grouped resampling), with the track's first time."""
+    with av.open(str(path)) as c:
+        st = c.streams.audio[0]
+        res = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        out, first = [], None
+        for frame in c.decode(st):
+            if first is None:
+                first = float(frame.pts * st.time_base)
+            out += [o.to_ndarray().reshape(-1) for o in res.resample(frame)]
+        out += [o.to_ndarray().reshape(-1) for o in res.resample(None)]
+    return np.concatenate(out), first
+
+
+@pytest.mark.parametrize("group", [None, 1000, 5000])
+def test_read_audio_equals_frame_by_frame_resampling(demo_root, monkeypatch, group):
+    import eald.data.media as media
+
+    if group is not None:  # several resampling groups per window, split inside frames' runs
+        monkeypatch.setattr(media, "_AUDIO_GROUP", group)
+    path = demo_root / "videos" / "3.mp4"
+    ref, first = _audio_frame_by_frame(path, 16000)
+    assert first == 0.0
+    for a, b in [(0.0, 6.0), (0.0, 1.0), (0.25, 2.75)]:
+        got = read_audio(path, a, b, 16000)
+        assert np.array_equal(got, ref[int(a * 16000) : int(a * 16000) + got.size])
+
+
+def test_fbank_only_when_the_backbone_takes_it(demo_root):
+    v = load_dataset(demo_root).videos["2"]
+    with_fbank = sample_video(v, sample_cfg(0.5, 2, "a"))
+    raw = sample_video(v, sample_cfg(0.5, 2, "a"), fbank=False, decode_workers=1)
+    assert raw.fbank is None and raw.summary()["fbank_shape"] is None
+    assert raw.clip_spans == with_fbank.clip_spans
+    for x, y in zip(raw.audio_clips, with_fbank.audio_clips, strict=True):
+        assert np.array_equal(x, y)
+
+
 def test_audio_override_wav_is_used(demo_root, tmp_path):
     import shutil
 

@@ -26,7 +26,7 @@ import av
 import numpy as np
 
 from eald.bench.common import atomic_output, fmt, table, timed, version
-from eald.data.media import MediaError, probe, read_frames
+from eald.data.media import MediaError, probe, read_frames, rgb24
 from eald.data.sampling import frame_indices, sequence_window
 from eald.data.synth import index_code_pattern, read_index_code
 from eald.io import write_json
@@ -133,7 +133,7 @@ def full_decode(path: Path, idx: np.ndarray, fps: float) -> np.ndarray:
         vs.thread_type = "AUTO"
         for k, frame in enumerate(c.decode(vs)):
             if k in wanted:
-                got[k] = frame.to_ndarray(format="rgb24")
+                got[k] = rgb24(frame)
     missing = sorted(wanted - got.keys())
     if missing:
         raise RuntimeError(f"full decode ended before frames {missing[:5]}")

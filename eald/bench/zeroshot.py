@@ -4,11 +4,12 @@
   0.5 s, 64 demo videos (320x240, 20 s), backbone.concurrency 8, judge=openai on the same server
   (concurrency 8). Peer: the ideal 64 x 0.5 s / 8. Targets: the describe stage <= 1.5x the ideal;
   the whole run (judge included) <= 1.3x the describe stage.
-- batching: backbone=tiny, batch 8 vs batch 1 on CPU, on the same sampled inputs (32 videos):
-  videos per second of the backbone, and identical answers. Target >= 2x.
-- overlap: backbone=openai with a fixed 'compute' time per video (the server's latency,
-  concurrency 1, set near the measured decode time), 24 videos: whole describe stage vs
-  max(decode, compute) and vs their sum. Target <= 1.2x the max.
+- batching: backbone=tiny, batch 8 vs batch 1 on CPU, on the same sampled and prepared inputs
+  (32 videos; the pipeline prepares frames in stage 1's threads):
+  videos per second of the backbone (best of 3), and identical answers. Target >= 2x.
+- overlap: an in-process backbone with a fixed compute time per video, spent off the CPU as on a
+  GPU (FixedTimeBackbone, batch 1), set to the measured sampling time per video, 24 videos: the
+  whole describe stage vs max(decode, compute) and vs their sum. Target <= 1.2x the max.
 - memory: peak RSS of whole runs (backbone=openai at 0 latency, judge=offline) on 256 vs 32
   videos, each in its own process. Target <= 1.2x.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
 
 from eald.bench.common import fmt, table
 from eald.config import register_configs
@@ -37,10 +39,11 @@ from eald.data.demo import generate_demo
 from eald.data.sampling import sample_video
 from eald.io import write_json
 from eald.log import NoneLogger
-from eald.registry import REGISTRY
+from eald.mllm import Preprocess
+from eald.registry import REGISTRY, Lazy
 from eald.tasks import run_identity
 from eald.tasks.common import RunContext
-from eald.tasks.zeroshot import run_zeroshot
+from eald.tasks.zeroshot import run_zeroshot, sample_for_backbone
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -73,24 +76,26 @@ def _server(latency: float) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-def _decode_alone(demo: Path, n: int) -> float:
-    """Seconds to sample the first `n` videos with the pipeline's own sampling threads alone."""
-    cfg = _cfg([f"limit={n}"])
-    ds = load_dataset(demo)
+def _decode_alone(cfg: Any, n: int) -> float:
+    """Seconds to sample the first `n` videos as the run `cfg` samples them (its backbone's
+    inputs), with the pipeline's own sampling threads alone."""
+    ds = load_dataset(Path(cfg.dataset.root))
     vids = sorted(ds.videos, key=int)[:n]
+    backbone = Lazy("backbone", cfg.backbone)
+    backbone.get()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(cfg.pipeline.sample_workers) as pool:
-        list(pool.map(lambda v: sample_video(ds.videos[v], cfg), vids))
+        list(pool.map(lambda v: sample_for_backbone(backbone, ds.videos[v], cfg), vids))
     return time.perf_counter() - t0
 
 
 def served(demo: Path, tmp: Path, n: int = 64, latency: float = 0.5, conc: int = 8) -> dict:
-    decode = _decode_alone(demo, n)  # what stage 1 alone takes here: a floor for stage 2 too
     with _server(latency) as url:
         cfg = _cfg(["backbone=openai", "backbone.api_key_env=null", f"backbone.base_url={url}",
                     f"backbone.concurrency={conc}", "judge=openai", "judge.api_key_env=null",
                     f"judge.base_url={url}", f"judge.concurrency={conc}", f"limit={n}",
                     f"dataset.root={demo}", f"cache.dir={tmp}/served"])  # fmt: skip
+        decode = _decode_alone(cfg, n)  # stage 1 alone here: a floor for stage 2 too
         wall, m = _zeroshot(cfg, tmp / "served_run")
     ideal = n * latency / conc
     d, whole = m["stage_seconds"]["describe"], m["stage_seconds"]["judge"]
@@ -108,32 +113,64 @@ def _samples(demo: Path, n: int, cfg: Any) -> list:
 
 def batching(demo: Path, n: int = 32) -> dict:
     cfg = _cfg(["backbone=tiny"])
-    samples = _samples(demo, n, cfg)
+    # prepared as the pipeline prepares them, in stage 1's threads: this row times the model
+    prep = REGISTRY.build("backbone", cfg.backbone).prepare
+    samples = [prep(s) for s in _samples(demo, n, cfg)]
     out, speed = {}, {}
     for bs in (1, 8):
         bb = REGISTRY.build(
             "backbone", _cfg(["backbone=tiny", f"backbone.batch_size={bs}"]).backbone
         )
-        bb.describe(samples[:2], cfg.prompt)  # warm-up
-        t0 = time.perf_counter()
-        out[bs] = bb.describe(samples, cfg.prompt)
-        speed[bs] = n / (time.perf_counter() - t0)
+        bb.describe(samples[:bs], cfg.prompt)  # warm-up
+        best = float("inf")
+        for _ in range(3):  # best of 3: a timing's noise only ever adds time
+            t0 = time.perf_counter()
+            out[bs] = bb.describe(samples, cfg.prompt)
+            best = min(best, time.perf_counter() - t0)
+        speed[bs] = n / best
     ratio = speed[8] / speed[1]
     return {"videos": n, "videos_per_s_batch1": speed[1], "videos_per_s_batch8": speed[8],
             "ratio": ratio, "identical": out[1] == out[8],
             "pass": ratio >= 2 and out[1] == out[8]}  # fmt: skip
 
 
+class FixedTimeBackbone:
+    """The overlap row's model: takes the sampled inputs as an in-process model does (frames,
+    fbank, NFBL), then spends exactly `compute_s` per video off the CPU, as a GPU forward pass
+    does; answers name the video."""
+
+    name = "fixed_time"
+    deterministic = True
+
+    def __init__(self, conf: Any) -> None:
+        self.compute_s = float(conf.compute_s)
+        self.preprocess = Preprocess(None, None, None, None, None)
+
+    def identity(self) -> dict[str, Any]:
+        return fixed_time_identity(self)
+
+    def describe(self, samples: list, prompt: Any) -> list[str]:
+        time.sleep(self.compute_s * len(samples))
+        return [f"fixed-time answer for video {s.video_id}" for s in samples]
+
+
+def fixed_time_identity(conf: Any) -> dict[str, Any]:
+    return {"kind": "fixed_time", "compute_s": float(conf.compute_s), "deterministic": True}
+
+
 def overlap(demo: Path, tmp: Path, n: int = 24) -> dict:
-    decode = _decode_alone(demo, n)
-    latency = round(decode / n, 3)  # compute per video ~ decode per video: the hardest case
-    with _server(latency) as url:
-        cfg = _cfg(["backbone=openai", "backbone.api_key_env=null", f"backbone.base_url={url}",
-                    "backbone.concurrency=1", "backbone.max_frames=1", "backbone.send_audio=false",
-                    "judge=offline", f"limit={n}",
-                    f"dataset.root={demo}", f"cache.dir={tmp}/overlap"])  # fmt: skip
-        _, m = _zeroshot(cfg, tmp / "overlap_run")
-    compute = n * latency
+    cfg = _cfg(["judge=offline", f"limit={n}", f"dataset.root={demo}",
+                f"cache.dir={tmp}/overlap"])  # fmt: skip
+    with open_dict(cfg):
+        cfg.backbone = OmegaConf.create({
+            "name": "fixed_time", "_component_": f"{__name__}:FixedTimeBackbone",
+            "_identity_": f"{__name__}:fixed_time_identity", "compute_s": 0.0,
+            "batch_size": 1,
+        })  # fmt: skip
+    decode = _decode_alone(cfg, n)
+    cfg.backbone.compute_s = round(decode / n, 4)  # compute per video = decode: the hardest case
+    _, m = _zeroshot(cfg, tmp / "overlap_run")
+    compute = n * cfg.backbone.compute_s
     whole = m["stage_seconds"]["describe"]
     best = max(decode, compute)
     return {"videos": n, "decode_s": decode, "compute_s": compute, "whole_s": whole,

@@ -137,9 +137,15 @@ class Sample:
         return out
 
 
-def sample_video(video: Video, cfg: Any) -> Sample:
+def sample_video(
+    video: Video, cfg: Any, *, fbank: bool = True, decode_workers: int | None = None
+) -> Sample:
     """Sample every enabled modality of one video. Raises MediaError naming the file on bad media;
-    callers turn it into that video's status."""
+    callers turn it into that video's status.
+
+    `fbank=False` leaves Sample.fbank None (for models that take the waveform clips);
+    `decode_workers` are read_frames' threads for this video (callers that sample several videos
+    at once pass 1)."""
     info = video.info
     if info is None or video.path is None:
         raise MediaError(f"video {video.id}: no readable file")
@@ -154,7 +160,7 @@ def sample_video(video: Video, cfg: Any) -> Sample:
     sample = Sample(video.id, video.label, window)
     if cfg.modality.video:
         idx = frame_indices(window, info.fps, info.num_frames, s.num_frames)
-        sample.frames = read_frames(video.path, idx, info.fps)
+        sample.frames = read_frames(video.path, idx, info.fps, workers=decode_workers)
         sample.frame_indices = [int(i) for i in idx]
         sample.frame_times = [int(i) / info.fps for i in idx]
     if cfg.modality.audio:
@@ -168,21 +174,20 @@ def sample_video(video: Video, cfg: Any) -> Sample:
             sample.notes.append(f"audio from {video.audio_path.name}")
         spans = clip_spans(window, s.audio_clip_s, s.audio_clips)
         wave = read_audio(src, window.start_s, window.end_s, s.sample_rate)
-        waves, banks = [], []
+        waves = []
         for a, _ in spans:
             lo = int((a - window.start_s) * s.sample_rate)
             hi = int((a - window.start_s + s.audio_clip_s) * s.sample_rate)
             waves.append(wave[lo:hi])
-            banks.append(
-                imagebind_melspec(
-                    wave[lo:hi], s.sample_rate, s.num_mel_bins, s.target_length,
-                    s.fbank_mean, s.fbank_std,
-                )
-            )  # fmt: skip
         sample.clip_spans = spans
         sample.audio_clips = waves
         sample.sample_rate = s.sample_rate
-        sample.fbank = torch.stack(banks)
+        if fbank:
+            sample.fbank = torch.stack([
+                imagebind_melspec(w, s.sample_rate, s.num_mel_bins, s.target_length,
+                                  s.fbank_mean, s.fbank_std)
+                for w in waves
+            ])  # fmt: skip
     if cfg.modality.nfbl:
         sample.nfbl = nfbl_text(video.events, window, cfg.nfbl_text)
     return sample

@@ -24,6 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
+from eald.data.media import rgb24
 from eald.deid.detectors import Box, Detection, Detector, detect_many
 
 
@@ -104,7 +105,7 @@ def find_leaks(
             if i > last:
                 break
             if i in want:
-                pending.append((i, frame.to_ndarray(format="rgb24")))
+                pending.append((i, rgb24(frame)))
                 if len(pending) >= max(1, batch):
                     flush()
     if pending:

@@ -31,7 +31,7 @@ from typing import Any
 import av
 import numpy as np
 
-from eald.data.media import MediaError, MediaInfo, probe, read_audio
+from eald.data.media import MediaError, MediaInfo, probe, read_audio, rgb24
 from eald.deid.detectors import DETECTORS
 from eald.deid.encoder import choose_encoder
 from eald.deid.face import (
@@ -344,7 +344,7 @@ def _transcode(src, cin, cout, masker, c, wave, st, timings) -> dict[str, Any]:
             frame = next(frames, None)
             if frame is None:
                 return
-            rgb = frame.to_ndarray(format="rgb24")
+            rgb = rgb24(frame)
             timings["decode"] += perf_counter() - t0
             yield frame, rgb
 

@@ -32,6 +32,9 @@ class Preprocess:
     std: tuple[float, float, float] | None
     max_frames: int | None  # most frames it accepts (None: any number)
     max_audio_clips: int | None
+    # What its audio encoder takes: "fbank" (Sample.fbank) or "waveform" (Sample.audio_clips, sent
+    # as WAV). Sampling computes the fbank only for the first: it is a fifth of stage 1's time.
+    audio_input: str = "fbank"
 
 
 class Backbone(Protocol):

@@ -76,7 +76,7 @@ class OpenAIBackbone:
             timeout_s=conf.timeout_s, max_retries=conf.max_retries,
             backoff_base_s=conf.backoff_base_s, backoff_max_s=conf.backoff_max_s, seed=conf.seed,
         )  # fmt: skip
-        self.preprocess = Preprocess(None, None, None, None, None)
+        self.preprocess = Preprocess(None, None, None, None, None, audio_input="waveform")
         self.deterministic = conf.temperature == 0
         self.concurrency = conf.concurrency  # requests the runner keeps in flight
 

@@ -9,6 +9,7 @@ a rerun makes zero model calls, and a run killed mid-way resumes where it stoppe
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -151,7 +152,7 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     one = getattr(judge, "judge_one", None)  # one request per call, no per-call pool or log
     done = run_pipeline(
         items, pipe,
-        sample=lambda it: _prepared(backbone, sample_video(it.payload[1], cfg)),
+        sample=lambda it: sample_for_backbone(backbone, it.payload[1], cfg),
         describe=lambda samples: backbone.get().describe(samples, cfg.prompt),
         on_described=on_described,
         judge=lambda req: one(req[1]) if one else judge.judge([req[1]])[0],
@@ -171,9 +172,15 @@ def run_zeroshot(cfg: DictConfig, ctx: RunContext) -> TaskResult:
     return TaskResult(rows, metrics)
 
 
-def _prepared(backbone: Lazy, sample: Any) -> Any:
-    """The backbone's own preprocessing, if it has any, here in the sampling thread."""
-    prepare = getattr(backbone.get(), "prepare", None)
+def sample_for_backbone(backbone: Lazy, video: Any, cfg: DictConfig) -> Any:
+    """One video sampled as the backbone takes it (no fbank for waveform models), then the
+    backbone's own preprocessing, if it has any, here in the sampling thread."""
+    b = backbone.get()
+    # sample_workers videos decode at once: each gets its share of the cores (at least one)
+    share = max(1, (os.cpu_count() or 1) // max(1, cfg.pipeline.sample_workers))
+    sample = sample_video(video, cfg, fbank=b.preprocess.audio_input == "fbank",
+                          decode_workers=share)  # fmt: skip
+    prepare = getattr(b, "prepare", None)
     return prepare(sample) if prepare is not None else sample
 
 
