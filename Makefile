@@ -13,11 +13,17 @@ export HYDRA_FULL_ERROR ?= 0
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@command -v espeak-ng >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null \
-	      || echo "warning: espeak-ng could not be installed; the demo uses a synthetic voice"; \
-	  else echo "note: espeak-ng missing (not root); the demo uses a synthetic voice"; fi; }
+	@# System tools, installed with apt where root: espeak-ng (the demo's synthetic speech) and
+	@# chromium (the explorer's browser tests). Elsewhere the demo uses a synthetic voice and the
+	@# browser tests are skipped, each saying why.
+	@missing=""; \
+	  command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	        || echo "warning: could not apt-get install$$missing"; \
+	    else echo "note: not root: missing$$missing (demo voice synthetic; browser tests skipped)"; fi; fi
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]'
@@ -34,7 +40,8 @@ $(DEMO)/demo.json: $(STAMP)
 
 # The main job on the embedded defaults: no GPU, weights or network needed.
 demo: $(STAMP) $(DEMO)/demo.json
-	.venv/bin/eald-run backbone=tiny judge=offline dataset=demo dataset.root=$(DEMO)
+	.venv/bin/eald-run backbone=tiny judge=offline dataset=demo dataset.root=$(DEMO) hydra.run.dir=outputs/demo
+	.venv/bin/eald-report outputs/demo --out outputs/demo-report --html outputs/demo-site
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests

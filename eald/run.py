@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from eald.config import ConfigError, register_configs, validate
 from eald.io import write_json
-from eald.log import build_logger, redact
+from eald.log import build_logger, quiet_hydra_notices, redact
 from eald.registry import REGISTRY, RegistryError, load
 from eald.tasks import run_identity
 
@@ -32,13 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("eald")
 for _noisy in ("httpx", "httpx2", "openai"):  # one INFO line per HTTP request otherwise
     logging.getLogger(_noisy).setLevel(logging.WARNING)
-# conf/hydra/launcher/{joblib,submitit_slurm}.yaml are validated against the plugins' schemas of
-# the same name; that is what we want, so Hydra's deprecation notice about it is noise.
-warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
-# ~/.config/eald (the user's config dir on the search path) is optional: its absence is normal.
-warnings.filterwarnings(
-    "ignore", message=r"provider=hydra\.searchpath in main, path=.*/\.config/eald is not available"
-)
+quiet_hydra_notices()
 register_configs()
 
 

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from matplotlib.image import imread
+from matplotlib.text import Text
 
 from eald.metrics import compute_metrics
+from eald.report import plots
 from eald.report.cli import main
 from eald.report.collect import collect, group
 from eald.report.stats import bootstrap_ci, mcnemar_exact
@@ -194,3 +197,126 @@ def test_declared_identities_define_settings(tmp_path):
     assert sorted(r["accuracy"] for r in rows) == [0.0, 80.0]
     assert collisions == [{"kept": str(runs["c"].resolve()), "dropped": str(runs["a"].resolve()),
                            "seed": 0}]  # fmt: skip
+
+
+def _sequence_groups(root: Path) -> dict:
+    """Two modalities x two lengths x two seeds (full protocol), and a baseline run at 100 %."""
+    for mod, tp in (("va", 2), ("van", 3)):
+        for frac in (0.2, 0.5):
+            for seed in (0, 1):
+                make_run(root / f"{mod}-{frac}-{seed}", preds_from_confusion(tp + seed, 2, 2, 1),
+                         seed, modality=mod, sequence=frac, protocol="full")  # fmt: skip
+    make_run(root / "tsm", preds_from_confusion(3, 1, 3, 1), baseline="tsm", backbone="none")
+    return group(collect([root]))
+
+
+def _assert_readable(fig) -> None:
+    """Everything drawn lies inside the figure (nothing clipped) and no two titles overlap."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    drawn = fig.get_tightbbox(r)  # inches, of what was drawn (ticks in view, titles, legends)
+    w, h = fig.get_size_inches()
+    assert drawn.x0 >= -0.01 and drawn.y0 >= -0.01 and drawn.x1 <= w + 0.01 and drawn.y1 <= h + 0.01
+    titles = [ax.title.get_window_extent(r) for ax in fig.axes if ax.get_title()]
+    assert not any(a.overlaps(b) for i, a in enumerate(titles) for b in titles[i + 1 :])
+
+
+def test_describe_names_by_what_varies():
+    a = {"task": "zeroshot", "modality.name": "va", "backbone.name": "video_llama", "variant": None}
+    b = {**a, "modality.name": "van"}
+    assert plots.describe([a, b]) == (["modality=va", "modality=van"],
+                                      "task=zeroshot, backbone=video_llama")  # fmt: skip
+    assert plots.describe([a]) == ([""], "task=zeroshot, modality=va, backbone=video_llama")
+
+
+def test_paper_points_follow_the_matching_curve():
+    va = {"task": "zeroshot", "protocol.name": "full", "modality.name": "va",
+          "backbone.name": "video_llama"}  # fmt: skip
+    van = {**va, "modality.name": "van"}
+    assert plots.paper_points([va, van], "supp1") == {
+        1: [(20.0, 54.25), (50.0, 55.27), (70.0, 56.72), (100.0, 58.54)]
+    }
+    assert plots.paper_points([va, van], "table4") == {1: [(100.0, 58.10)]}  # EALD-MLLM only
+    panda = {**van, "backbone.name": "pandagpt"}
+    assert plots.paper_points([van, panda], "supp2") == {0: [(100.0, 58.54)], 1: [(100.0, 64.0)]}
+    assert plots.paper_points([va], "supp1") == {}  # no paper point beside a setting not in it
+    # Table 4 is on the `part` split: with a `part` run in the report (a lone point, no curve),
+    # its number is compared with that run, not drawn on the `full` curve.
+    part = {**van, "protocol.name": "part", plots.FRACTION: 1.0}
+    assert plots.paper_points([van], "table4", [part]) == {}
+
+
+def test_sequence_curve_labels_caption_error_bars_and_paper(tmp_path):
+    groups = _sequence_groups(tmp_path / "runs")
+    fig = plots.sequence_figure(groups, "supp1")
+    ax = fig.axes[0]
+    [legend] = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "modality=va",
+        "modality=van",
+        "paper (Supp. Table 1)",
+    ]
+    caption = ax.get_title().replace("\n", " ")
+    assert "protocol=full" in caption and "baseline=none" in caption
+    assert ".name" not in caption and "modality" not in caption and "tsm" not in caption
+    curves = {c.get_label(): c for c in ax.containers}
+    van = curves["modality=van"]
+    assert list(van.lines[0].get_xdata()) == [20.0, 50.0]
+    assert list(van.lines[0].get_ydata()) == pytest.approx([(62.5 + 200 / 3) / 2] * 2)
+    assert van.has_yerr and len(van.lines[2][0].get_segments()) == 2  # std over the two seeds
+    [paper] = [line for line in ax.get_lines() if line.get_gid() == "paper"]
+    assert list(paper.get_xdata()) == [20.0, 50.0, 70.0, 100.0]
+    assert list(paper.get_ydata()) == [54.25, 55.27, 56.72, 58.54]
+    assert paper.get_markerfacecolor() == "none" and paper.get_linestyle() == "--"
+    assert paper.get_color() == van.lines[0].get_color()  # drawn on the curve it matches
+    r = (fig.canvas.draw(), fig.canvas.get_renderer())[1]
+    below = legend.get_window_extent(r).y1 <= ax.get_tightbbox(r).y0 + 1
+    assert below  # the legend covers neither the points nor the axis label
+    _assert_readable(fig)
+    no_paper = plots.sequence_figure(groups)
+    assert not [line for line in no_paper.axes[0].get_lines() if line.get_gid() == "paper"]
+    assert len(no_paper.legends[0].get_texts()) == 2
+    png, pdf = plots.sequence_curve(groups, tmp_path / "out", "supp1")
+    assert imread(png).shape[1] == 525  # 3.5 in at dpi 150: one column, no resizing
+    assert b"/MediaBox [ 0 0 252 " in pdf.read_bytes()  # 3.5 in = 252 pt
+
+
+def test_panels_named_by_what_varies_and_whole(tmp_path):
+    groups = _sequence_groups(tmp_path / "runs")
+    rows = summarize(groups)
+    for fig in (plots.confusion_figure(rows), plots.confidence_figure(groups)):
+        titles = [ax.get_title().replace("\n", " ") for ax in fig.axes]
+        # the baseline's panel makes protocol, backbone and baseline vary too; none is cut short
+        assert (
+            "protocol=full, modality=va, sequence=0.2, backbone=video_llama, baseline=none"
+            in titles
+        )
+        assert all(".name" not in t and "task" not in t for t in titles)  # task is shared
+        assert "task=zeroshot" in fig.get_suptitle()
+        _assert_readable(fig)
+        assert fig.get_figwidth() <= 7.0  # at most a text width
+
+
+def test_nfbl_distribution_names_classes_integer_counts_no_path(tmp_path):
+    root = tmp_path / "where_the_data_lives"
+    root.mkdir()
+    ids = ["N3"] * 3 + ["N13"] * 2 + ["N34", "N9"]
+    lines = [f"0,{i},{i + 1},{c}\n" for i, c in enumerate(ids)]
+    (root / "nfbl.csv").write_text("video_id,start_s,end_s,class_id\n" + "".join(lines))
+    fig = plots.nfbl_figure(root)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # counts: no 0.5 steps
+    labels = [t.get_text().replace("\n", " ") for t in ax.get_yticklabels()]
+    assert len(labels) == 35 and labels[0] == "N0 turtle neck"
+    assert "N3 touching or scratching head" in labels
+    assert "N13 buckle button / pulling collar / adjusting tie" in labels
+    assert [p.get_width() for p in ax.patches][3] == 3
+    texts = " ".join(t.get_text() for t in fig.findobj(Text))
+    assert str(tmp_path) not in texts and "where_the_data_lives" not in texts
+    r = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(r) for t in ax.get_yticklabels()]
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False))
+    _assert_readable(fig)
+    png, pdf = plots.nfbl_distribution(root, tmp_path / "out")
+    assert imread(png).shape[1] == 525 and pdf.stat().st_size > 0

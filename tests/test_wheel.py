@@ -38,7 +38,7 @@ def test_wheel_runs_outside_the_checkout(tmp_path, demo_root):
     (wheel,) = (tmp_path / "dist").glob("eald-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"eald/conf/config.yaml", "eald/conf/backbone/tiny.yaml",
-            "eald/conf/hydra/launcher/joblib.yaml"} <= names  # fmt: skip
+            "eald/conf/hydra/launcher/joblib.yaml", "hydra_plugins/eald_launcher/slurm.py"} <= names  # fmt: skip
     assert not any(n.startswith("eald/conf/local/") and n.endswith(".yaml") for n in names)
 
     venv = tmp_path / "venv"

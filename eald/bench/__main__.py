@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from eald.bench import deid, judge, mmod, probe, sampling, voice, zeroshot
+from eald.bench import deid, judge, mmod, probe, report, sampling, voice, zeroshot
 
 BENCHMARKS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "sampling": sampling.run,
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "voice": voice.run,
     "probe": probe.run,
     "zeroshot": zeroshot.run,
+    "report": report.run,
 }
 
 

@@ -7,6 +7,7 @@ per-video predictions into a wandb run (offline unless WANDB_MODE says otherwise
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,3 +73,15 @@ def build_logger(cfg: DictConfig, run_dir: Path, group: str | None, job_name: st
 
         return WandbLogger(cfg.logger, run_dir, group=cfg.logger.group or group, name=job_name)
     raise ValueError(f"logger.name={cfg.logger.name!r}: expected none | wandb")
+
+
+def quiet_hydra_notices() -> None:
+    """Hydra's two notices that say nothing wrong, silenced in the runner and in cluster jobs."""
+    # conf/hydra/launcher/{joblib,submitit_slurm}.yaml are validated against the plugins' schemas
+    # of the same name; that is what we want, so Hydra's deprecation notice about it is noise.
+    warnings.filterwarnings("ignore", message="(?s).*validated against ConfigStore schema")
+    # ~/.config/eald (the user's config dir on the search path) is optional: its absence is normal.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"provider=hydra\.searchpath in main, path=.*/\.config/eald is not available",
+    )

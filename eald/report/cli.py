@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from eald.report import plots
-from eald.report.collect import Run, collect, group
+from eald.report.collect import Run, cluster_job, collect, group
 from eald.report.stats import bootstrap_ci, mcnemar_pairs
 from eald.report.tables import PAPER_TABLES, attach_paper, render, setting_names, summarize
 
@@ -38,6 +38,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--nfbl", type=Path, help="dataset root: plot its nfbl.csv class counts")
     ap.add_argument("--wandb", action="store_true", help="log a report run (offline by default)")
     ap.add_argument("--group", help="wandb group (e.g. the sweep name)")
+    ap.add_argument(
+        "--html",
+        type=Path,
+        metavar="DIR",
+        help="also write the results explorer, a static site, to DIR",
+    )
+    ap.add_argument(
+        "--no-frames",
+        action="store_true",
+        help="explorer without frame thumbnails (no faces from the dataset)",
+    )
+    ap.add_argument(
+        "--thumb-cache",
+        type=Path,
+        metavar="DIR",
+        help="thumbnail cache (default: thumbs/ in the first run's cache.dir)",
+    )
     return ap.parse_args(argv)
 
 
@@ -45,7 +62,13 @@ def _missing_md(missing: list[Run]) -> str:
     if not missing:
         return ""
     lines = ["", "## Failed or missing jobs (no metrics.json)", ""]
-    lines += [f"- `{r.path}`: {' '.join(r.overrides) or '(no overrides)'}" for r in missing]
+    for r in missing:
+        lines.append(f"- `{r.path}`: {' '.join(r.overrides) or '(no overrides)'}")
+        if (job := cluster_job(r)) is not None:  # the cluster launcher's record of it
+            lines.append(f"  - SLURM job {job['slurm_job_id']}: {job['state']}")
+            if job.get("error"):
+                lines.append("    ```\n" + "\n".join(f"    {x}" for x in job["error"].splitlines())
+                             + "\n    ```")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -116,12 +139,13 @@ def build(
     if "latex" in formats:
         (tmp / "report.tex").write_text(render(shown, "latex", args.paper) + "\n")
     figs = tmp / "plots"
-    made = plots.sequence_curve(groups, figs) + plots.confusion_matrices(rows, names, figs)
-    made += plots.confidence_hist(groups, names, figs)
+    made = plots.sequence_curve(groups, figs, args.paper) + plots.confusion_matrices(rows, figs)
+    made += plots.confidence_hist(groups, figs)
     if args.nfbl:
         made += plots.nfbl_distribution(args.nfbl, figs)
     summary = {"settings": rows, "names": names, "mcnemar": tests, "paper": args.paper,
-               "missing": [{"path": str(r.path), "overrides": r.overrides} for r in missing],
+               "missing": [{"path": str(r.path), "overrides": r.overrides, "cluster": cluster_job(r)}
+                           for r in missing],
                "collisions": list(collisions),
                "plots": [str(p.relative_to(tmp)) for p in made]}  # fmt: skip
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -137,12 +161,38 @@ def main(argv: list[str] | None = None) -> int:
               "(looked for directories holding .hydra/)", file=sys.stderr)  # fmt: skip
         return 2
     out = (args.out or args.paths[0].resolve().parent / "report").resolve()
+    if args.html and args.html.resolve() == out:
+        print(f"eald-report: --html {args.html} is the report's own directory (--out): "
+              "give the site a directory of its own", file=sys.stderr)  # fmt: skip
+        return 2
+    md = _swap_in(out, lambda tmp: build(args, runs, tmp, collisions))
+    if args.html:
+        site = args.html.resolve()
+        stats = _swap_in(site, lambda tmp: _site(args, runs, out, tmp))
+        print(f"explorer: {stats['video_pages']} video pages, {stats['compare_pages']} comparison "
+              f"pages, {stats['thumbnail_sets']} frame sets ({stats['thumbnails_decoded']} decoded now, "
+              f"the rest from the thumbnail cache), built in {stats['seconds']:.1f} s")  # fmt: skip
+        if stats["unredacted_roots"] and not args.no_frames:
+            print("WARNING: the explorer shows frames from datasets that are not de-identified "
+                  f"(faces visible): {', '.join(stats['unredacted_roots'])}", file=sys.stderr)  # fmt: skip
+    if args.wandb:
+        summary = json.loads((out / "summary.json").read_text())
+        _log_wandb(out, summary["settings"], summary["names"], args.group)
+    print(md.split("\n\n## ")[0])  # the main table; the rest is in report.md
+    print(f"\nreport written to {out}")
+    if args.html:
+        print(f"explorer written to {site / 'index.html'}")
+    return 0
+
+
+def _swap_in(out: Path, write: Any) -> Any:
+    """`write(tmp)` into a fresh directory beside `out`, then swapped in, so a reader never sees
+    a half-written report or site."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside DIR, then swap it in, so a reader never sees a half-written report.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read
     try:
-        md = build(args, runs, tmp, collisions)
+        result = write(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -151,12 +201,28 @@ def main(argv: list[str] | None = None) -> int:
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
-    if args.wandb:
-        summary = json.loads((out / "summary.json").read_text())
-        _log_wandb(out, summary["settings"], summary["names"], args.group)
-    print(md.split("\n\n## ")[0])  # the main table; the rest is in report.md
-    print(f"\nreport written to {out}")
-    return 0
+    return result
+
+
+def _site(args: argparse.Namespace, runs: list[Run], report: Path, tmp: Path) -> dict[str, Any]:
+    from eald.report.site.build import build_site
+
+    groups = group(runs)
+    rows = summarize(groups)
+    cache = args.thumb_cache or _run_cache(runs) / "thumbs"
+    sources = sorted({str(p) for p in args.paths})
+    return build_site(tmp, groups, rows, setting_names(rows), report / "plots",
+                      not args.no_frames, cache, sources)  # fmt: skip
+
+
+def _run_cache(runs: list[Run]) -> Path:
+    """The first finished run's cache.dir (relative ones from where that run started)."""
+    from eald.report.site.data import run_path
+
+    for r in runs:
+        if r.ok and (got := run_path(r, "cache.dir")) is not None:
+            return got
+    return Path(".cache/eald").resolve()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from eald.cluster import SUMMARY
+
 # The config keys that define a setting; everything else (paths, loggers, cache) is incidental.
 SETTING_KEYS: tuple[str, ...] = (
     "task",
@@ -193,6 +195,22 @@ def dedupe(runs: Iterable[Run], collisions: list[dict[str, Any]] | None = None) 
             collisions.append({"kept": str(keep.path), "dropped": str(drop.path),
                                "seed": keep.seed})  # fmt: skip
     return sorted(best.values(), key=lambda r: (repr(r.setting), repr(r.seed)))
+
+
+def cluster_job(run: Run) -> dict[str, Any] | None:
+    """The run's row in its sweep's sweep_summary.json (SLURM job id, final state, error), if
+    the sweep ran through eald's cluster launcher."""
+    summary = run.path.parent / SUMMARY
+    if not summary.is_file():
+        return None
+    try:
+        jobs = json.loads(summary.read_text()).get("jobs", [])
+    except (OSError, ValueError):
+        return None  # a damaged summary only loses the label; the run is still listed
+    here = run.path.resolve()
+    return next(
+        (j for j in jobs if j.get("run_dir") and Path(j["run_dir"]).resolve() == here), None
+    )
 
 
 def collect(paths: Iterable[Path], collisions: list[dict[str, Any]] | None = None) -> list[Run]:

@@ -100,7 +100,7 @@ def setting_names(rows: list[dict[str, Any]]) -> list[str]:
                       if r["setting"].get(k) is not None) or "-" for r in rows]  # fmt: skip
 
 
-def _matches(setting: dict[str, Any], match: dict[str, Any]) -> bool:
+def matches_setting(setting: dict[str, Any], match: dict[str, Any]) -> bool:
     for k, want in match.items():
         got = setting.get(k)
         if isinstance(want, float) and got is not None:
@@ -117,14 +117,14 @@ def attach_paper(rows: list[dict[str, Any]], table: str) -> list[dict[str, Any]]
     extra = []
     for pr in paper_table(table)["rows"]:
         cands = [i for i, r in enumerate(rows)
-                 if i not in taken and not r.get("missing") and _matches(r["setting"], pr["match"])]  # fmt: skip
+                 if i not in taken and not r.get("missing") and matches_setting(r["setting"], pr["match"])]  # fmt: skip
         if not cands:
             extra.append({"setting": dict(pr["match"]), "paper": pr, "paper_name": pr["name"],
                           "missing": True})  # fmt: skip
             continue
         # Among matches, the one on the paper's protocol wins (then the first, in setting order).
         prefer = pr.get("prefer") or {}
-        best = max(cands, key=lambda i: (_matches(rows[i]["setting"], prefer), -i))
+        best = max(cands, key=lambda i: (matches_setting(rows[i]["setting"], prefer), -i))
         rows[best]["paper"], rows[best]["paper_name"] = pr, pr["name"]
         taken.add(best)
     return rows + extra
