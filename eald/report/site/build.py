@@ -12,11 +12,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from eald.data.media import MediaError
+from eald.data.media import MediaError, file_fingerprint
 from eald.report.collect import Run, Setting
 from eald.report.site import pages
 from eald.report.site.data import Datasets, Item, is_deid_output, items_of
-from eald.report.site.thumbs import thumbnails
+from eald.report.site.thumbs import thumb_key, thumbnails
 
 FIGURES = (("sequence_curve", "Accuracy vs sequence length (mean ± std over seeds)"),
            ("confusion", "Confusion matrices, summed over seeds"),
@@ -33,27 +33,37 @@ def _thumbs(
     items: list[Item], out: Path, cache: Path, stats: dict[str, int]
 ) -> dict[int, list[str]]:
     """Thumbnail paths relative to a video page, by id() of the item; decoding failures become
-    notes on the item (the page shows them, the build goes on)."""
-    done: dict[str, list[str]] = {}
+    notes on the item (the page shows them, the build goes on). Settings share a video's frames
+    whenever their windows agree: each file is fingerprinted once, and each set decoded, checked
+    in the cache and copied once."""
+    done: dict[str, list[str] | str] = {}  # key -> page paths, or the decoding error
+    prints: dict[Path, str] = {}
     by_item: dict[int, list[str]] = {}
     for it in items:
         v = it.video
         if not it.frame_indices or v is None or v.path is None or v.info is None:
             continue
-        try:
-            key, files, decoded = thumbnails(v, it.frame_indices, cache)
-            stats["thumbnails_decoded"] += decoded
-        except MediaError as err:
-            it.notes.append(f"frames could not be decoded: {err}")
-            continue
+        if v.path not in prints:
+            prints[v.path] = file_fingerprint(v.path)
+        key = thumb_key(prints[v.path], it.frame_indices)
         if key not in done:
-            dst = out / "frames" / key
-            dst.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                shutil.copyfile(f, dst / f.name)
-            done[key] = [f"../../frames/{key}/{f.name}" for f in files]
-            stats["thumbnail_sets"] += 1
-        by_item[id(it)] = done[key]
+            try:
+                key, files, decoded = thumbnails(v, it.frame_indices, cache, prints[v.path])
+            except MediaError as err:
+                done[key] = f"frames could not be decoded: {err}"
+            else:
+                stats["thumbnails_decoded"] += decoded
+                dst = out / "frames" / key
+                dst.mkdir(parents=True, exist_ok=True)
+                for f in files:
+                    shutil.copyfile(f, dst / f.name)
+                done[key] = [f"../../frames/{key}/{f.name}" for f in files]
+                stats["thumbnail_sets"] += 1
+        got = done[key]
+        if isinstance(got, str):
+            it.notes.append(got)
+        else:
+            by_item[id(it)] = got
     return by_item
 
 

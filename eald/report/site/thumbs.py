@@ -26,17 +26,19 @@ THUMB_W = 192
 QUALITY = 82
 
 
-def thumb_key(video: Video, indices: list[int]) -> str:
-    assert video.path is not None
-    return cache_key({"stage": VERSION, "video": file_fingerprint(video.path),
-                      "indices": indices, "width": THUMB_W, "quality": QUALITY})  # fmt: skip
+def thumb_key(fingerprint: str, indices: list[int]) -> str:
+    """`fingerprint`: the video file's (eald.data.media.file_fingerprint)."""
+    return cache_key({"stage": VERSION, "video": fingerprint, "indices": indices,
+                      "width": THUMB_W, "quality": QUALITY})  # fmt: skip
 
 
-def thumbnails(video: Video, indices: list[int], cache_dir: Path) -> tuple[str, list[Path], bool]:
+def thumbnails(video: Video, indices: list[int], cache_dir: Path, fingerprint: str | None = None
+               ) -> tuple[str, list[Path], bool]:  # fmt: skip
     """(key, one JPEG per index in order, whether they were decoded now rather than found in the
-    cache). Raises MediaError naming the file when it cannot be decoded."""
+    cache). `fingerprint` saves re-reading the file's when the caller has it. Raises MediaError
+    naming the file when it cannot be decoded."""
     assert video.path is not None and video.info is not None
-    key = thumb_key(video, indices)
+    key = thumb_key(fingerprint or file_fingerprint(video.path), indices)
     where = cache_dir / key[:2] / key
     files = [where / f"{k:03d}.jpg" for k in range(len(indices))]
     if all(f.is_file() for f in files):
