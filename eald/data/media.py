@@ -130,17 +130,13 @@ def read_frames(
     gap = int(seek_gap if seek_gap is not None else max(1, round(fps)))
     n_workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(wanted)))
     chunks = [c.tolist() for c in np.array_split(np.array(wanted), n_workers) if len(c)]
-    # No frame threading inside a decoder: measured on 2 cores it was slower even alone (94 vs
-    # 81 ms a 20-s 320x240 video) and stalled decoders running beside it (76 vs 44 ms); the
-    # parallelism comes from the chunks here and from the callers' sampling threads.
-    threading = "SLICE"
     got: dict[int, np.ndarray] = {}
     try:
         if len(chunks) == 1:
-            got.update(_decode_chunk(path, chunks[0], fps, gap, threading))
+            got.update(_decode_chunk(path, chunks[0], fps, gap))
         else:
             with ThreadPoolExecutor(len(chunks)) as pool:
-                for part in pool.map(lambda c: _decode_chunk(path, c, fps, gap, threading), chunks):
+                for part in pool.map(lambda c: _decode_chunk(path, c, fps, gap), chunks):
                     got.update(part)
     except MediaError:
         raise
@@ -159,13 +155,14 @@ def read_frames(
     return out
 
 
-def _decode_chunk(
-    path: Path, wanted: list[int], fps: float, gap: int, thread_type: str
-) -> dict[int, np.ndarray]:
+def _decode_chunk(path: Path, wanted: list[int], fps: float, gap: int) -> dict[int, np.ndarray]:
     got: dict[int, np.ndarray] = {}
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
-        vs.thread_type = thread_type
+        # No frame threading inside a decoder: measured on 2 cores it was slower even alone (94
+        # vs 81 ms a 20-s 320x240 video) and stalled decoders running beside it (76 vs 44 ms);
+        # the parallelism comes from read_frames' chunks and from the callers' sampling threads.
+        vs.thread_type = "SLICE"
         _decode_into(c, vs, wanted, fps, gap, got, skip_nonref=True)
         missing = [i for i in wanted if i not in got]
         if missing:
